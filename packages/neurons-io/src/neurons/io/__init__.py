@@ -1,0 +1,5 @@
+"""neurons.io — Volume I/O for Neurons."""
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

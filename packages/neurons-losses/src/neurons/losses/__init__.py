@@ -1,0 +1,5 @@
+"""neurons.losses — Losses for Neurons."""
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

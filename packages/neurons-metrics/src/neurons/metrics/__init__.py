@@ -1,0 +1,5 @@
+"""neurons.metrics — Segmentation metrics for Neurons."""
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]
