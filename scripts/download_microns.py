@@ -1,0 +1,13 @@
+#!/usr/bin/env python
+"""Download microns from its official source: `python scripts/download_microns.py --output data/microns`.
+
+Resumable (HTTP Range), SHA-256 verified (`--verify` re-checks files on disk). See
+`neurons.data.download` for the sources and options.
+"""
+
+import sys
+
+from neurons.data.download import main
+
+if __name__ == "__main__":
+    sys.exit(main("microns"))

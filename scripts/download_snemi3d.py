@@ -1,0 +1,13 @@
+#!/usr/bin/env python
+"""Download snemi3d from its official source: `python scripts/download_snemi3d.py --output data/snemi3d`.
+
+Resumable (HTTP Range), SHA-256 verified (`--verify` re-checks files on disk). See
+`neurons.data.download` for the sources and options.
+"""
+
+import sys
+
+from neurons.data.download import main
+
+if __name__ == "__main__":
+    sys.exit(main("snemi3d"))
