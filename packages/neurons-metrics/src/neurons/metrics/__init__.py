@@ -1,5 +1,79 @@
-"""neurons.metrics — Segmentation metrics for Neurons."""
+"""neurons.metrics — exact, fast, out-of-core segmentation metrics for connectomics (no torch).
+
+Everything is computed from one sparse, mergeable contingency table of (gt, pred) ids; see the
+package README for conventions (VOI split = H(pred|gt), merge = H(gt|pred), log2; named ARAND
+conventions) and edge-case values.
+"""
+
+from .emi import expected_mutual_information
+from .errors import InputError, MetricsError, ShapeMismatchError, TableMergeError, TEDError
+from .instance import (
+    MITOEM_AREA_RANGES,
+    APResult,
+    MatchResult,
+    PQResult,
+    average_precision,
+    match_instances,
+    panoptic_quality,
+)
+from .partition import (
+    VOI,
+    ARand,
+    adapted_rand_error,
+    adjusted_mutual_info,
+    adjusted_rand_index,
+    axi,
+    cremi_score,
+    mutual_information,
+    normalized_mutual_info,
+    rand_index,
+    variation_of_information,
+)
+from .report import DEFAULT_METRICS, METRICS, Report, evaluate, evaluate_batch
+from .semantic import ClassScores, dice, iou
+from .table import ContingencyTable, contingency_table
+from .ted import EditCounts, TEDResult, split_merge_edits, tolerant_edit_distance
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = [
+    "__version__",
+    "ContingencyTable",
+    "contingency_table",
+    "VOI",
+    "ARand",
+    "variation_of_information",
+    "adapted_rand_error",
+    "cremi_score",
+    "rand_index",
+    "adjusted_rand_index",
+    "mutual_information",
+    "adjusted_mutual_info",
+    "normalized_mutual_info",
+    "expected_mutual_information",
+    "axi",
+    "ClassScores",
+    "dice",
+    "iou",
+    "MatchResult",
+    "APResult",
+    "PQResult",
+    "MITOEM_AREA_RANGES",
+    "match_instances",
+    "average_precision",
+    "panoptic_quality",
+    "EditCounts",
+    "TEDResult",
+    "split_merge_edits",
+    "tolerant_edit_distance",
+    "Report",
+    "evaluate",
+    "evaluate_batch",
+    "METRICS",
+    "DEFAULT_METRICS",
+    "MetricsError",
+    "InputError",
+    "ShapeMismatchError",
+    "TableMergeError",
+    "TEDError",
+]

@@ -1,0 +1,313 @@
+"""``evaluate``: every metric from one contingency table, as a dict-like :class:`Report`."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._common import Labels
+from .errors import InputError
+from .instance import average_precision, match_instances, panoptic_quality
+from .partition import (
+    adapted_rand_error,
+    adjusted_mutual_info,
+    adjusted_rand_index,
+    normalized_mutual_info,
+    rand_index,
+    variation_of_information,
+)
+from .semantic import dice, iou
+from .table import ContingencyTable, contingency_table
+from .ted import split_merge_edits, tolerant_edit_distance
+
+__all__ = ["Report", "evaluate", "evaluate_batch", "METRICS", "DEFAULT_METRICS"]
+
+#: metric groups understood by :func:`evaluate`
+METRICS = (
+    "voi", "arand", "cremi", "rand", "ari", "ami", "nmi", "axi", "matching", "ap", "pq",
+    "edits", "ted", "dice", "iou",
+)  # fmt: skip
+#: computed when ``metrics=None`` (TED and the semantic scores are opt-in)
+DEFAULT_METRICS = (
+    "voi",
+    "arand",
+    "cremi",
+    "rand",
+    "ari",
+    "ami",
+    "nmi",
+    "axi",
+    "matching",
+    "ap",
+    "pq",
+    "edits",
+)
+
+CONVENTIONS = {
+    "voi_split": "H(pred|gt), bits, over-segmentation",
+    "voi_merge": "H(gt|pred), bits, under-segmentation",
+    "arand_cremi": "SNEMI3D/CREMI official adapted Rand error (pred-0 term)",
+    "arand_pairs": "funlib/waterz/elf pair counting (self-pairs)",
+    "cremi_score": "sqrt(arand_cremi * voi_total)",
+    "ari/ami/nmi": "scikit-learn definitions (arithmetic normalisation), exact EMI",
+    "ap": "MitoEM mAP_3Dvolume convention, 101 recall points",
+}
+
+
+class Report(dict):
+    """Flat ``{metric name: value}`` mapping with metadata and serialisation.
+
+    Examples
+    --------
+    >>> r = evaluate(np.array([1, 1, 2, 2]), np.array([1, 1, 2, 2]), metrics=["voi"])
+    >>> r["voi_total"]
+    0.0
+    """
+
+    def __init__(self, values: dict[str, Any] | None = None, meta: dict[str, Any] | None = None):
+        super().__init__(values or {})
+        self.meta: dict[str, Any] = dict(meta or {})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict ``{"metrics": ..., "meta": ...}`` (JSON-safe values)."""
+        return {
+            "metrics": {k: _json_safe(v) for k, v in self.items()},
+            "meta": _json_safe(self.meta),
+        }
+
+    def to_json(self, path: str | os.PathLike | None = None, *, indent: int = 2) -> str:
+        """JSON text; written atomically to ``path`` when given."""
+        text = json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+        if path is not None:
+            dst = Path(path)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+            try:
+                with os.fdopen(fd, "w") as f:
+                    f.write(text + "\n")
+                os.replace(tmp, dst)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        return text
+
+    def to_markdown(self) -> str:
+        """Two-column markdown table ``| metric | value |``."""
+        lines = ["| metric | value |", "|---|---|"]
+        for k, v in self.items():
+            lines.append(f"| {k} | {_fmt(v)} |")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"Report({dict.__repr__(self)})"
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def _json_safe(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _json_safe(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_json_safe(x) for x in v]
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def _groups(metrics: Iterable[str] | None) -> list[str]:
+    if metrics is None:
+        return list(DEFAULT_METRICS)
+    if isinstance(metrics, str):
+        metrics = [m.strip() for m in metrics.split(",") if m.strip()]
+    out = []
+    for m in metrics:
+        m = m.lower()
+        if m == "all":
+            out += [x for x in METRICS if x not in out]
+        elif m not in METRICS:
+            raise InputError(f"unknown metric {m!r}; expected one of {', '.join(METRICS)} or 'all'")
+        elif m not in out:
+            out.append(m)
+    return out
+
+
+def evaluate(
+    gt: Any,
+    pred: Any,
+    metrics: Iterable[str] | str | None = None,
+    *,
+    ignore_gt: Labels = (0,),
+    ignore_pred: Labels = (),
+    iou_threshold: float = 0.5,
+    area_ranges: dict[str, tuple[float, float]] | None = None,
+    ted_tolerance: float = 10.0,
+    voxel_size: tuple[float, ...] | None = None,
+    semantic_ignore_index: int | None = 255,
+    block_size: int | None = None,
+    n_threads: int | None = None,
+    progress: bool | None = None,
+    table: ContingencyTable | None = None,
+) -> Report:
+    """Evaluate a segmentation against ground truth with many metrics from one table.
+
+    Parameters
+    ----------
+    gt, pred : array-like
+        Label volumes (numpy, ``__array__``, lazy ``neurons.io`` volumes, dask arrays).
+    metrics : iterable of str or comma-separated str, optional
+        Groups from :data:`METRICS` (``"all"`` for every group). Default
+        :data:`DEFAULT_METRICS`; ``"ted"`` (reads the volumes fully, size-limited) and
+        ``"dice"``/``"iou"`` (semantic maps) are opt-in.
+    ignore_gt, ignore_pred : iterable of int
+        Ignored labels for the partition metrics (VOI, ARAND, Rand, MI family).
+    iou_threshold : float
+        Threshold of the instance matching scores.
+    area_ranges : dict, optional
+        Size tiers for AP (e.g. :data:`neurons.metrics.MITOEM_AREA_RANGES`).
+    ted_tolerance, voxel_size : float, tuple
+        TED boundary tolerance (units of ``voxel_size``; voxels when None).
+    semantic_ignore_index : int or None
+        Ignore index of ``dice``/``iou``.
+    block_size, n_threads, progress
+        Passed to :func:`contingency_table`.
+    table : ContingencyTable, optional
+        Precomputed table of ``(gt, pred)`` (skips the volume pass).
+
+    Returns
+    -------
+    Report
+        Flat mapping, e.g. ``voi_split``, ``voi_merge``, ``voi_total``, ``arand_cremi``,
+        ``arand_pairs`` (+ ``_precision``/``_recall``), ``cremi_score``, ``rand_index``,
+        ``ari``, ``ami``, ``nmi``, ``axi``, ``precision``/``recall``/``f1``/``accuracy``,
+        ``ap50``/``ap75``/``map``, ``pq``/``sq``/``rq``, ``splits``/``merges``, ``n_voxels``.
+
+    Examples
+    --------
+    >>> evaluate(np.array([1, 1, 2, 2]), np.array([1, 1, 1, 1]), metrics="voi,ari")["voi_merge"]
+    1.0
+    """
+    groups = _groups(metrics)
+    if table is None:
+        table = contingency_table(
+            gt, pred, block_size=block_size, n_threads=n_threads, progress=progress
+        )
+    t = table.mask(ignore_gt, ignore_pred)
+    out: dict[str, Any] = {
+        "n_voxels": table.n,
+        "n_voxels_scored": t.n,
+        "n_gt_labels": t.n_gt,
+        "n_pred_labels": t.n_pred,
+    }
+    kw = {"ignore_gt": (), "ignore_pred": ()}  # t is already masked
+    if "voi" in groups or "cremi" in groups:
+        v = variation_of_information(t, **kw)
+        out.update(voi_split=v.split, voi_merge=v.merge, voi_total=v.total)
+    if "arand" in groups or "cremi" in groups:
+        c = adapted_rand_error(
+            table, convention="cremi", ignore_gt=ignore_gt, ignore_pred=ignore_pred
+        )
+        out.update(
+            arand_cremi=c.error, arand_cremi_precision=c.precision, arand_cremi_recall=c.recall
+        )
+        if "arand" in groups:
+            p = adapted_rand_error(t, convention="pairs", **kw)
+            out.update(
+                arand_pairs=p.error, arand_pairs_precision=p.precision, arand_pairs_recall=p.recall
+            )
+    if "cremi" in groups:
+        out["cremi_score"] = math.sqrt(max(0.0, out["arand_cremi"]) * out["voi_total"])
+    if "rand" in groups:
+        out["rand_index"] = rand_index(t, **kw)
+    if "ari" in groups or "axi" in groups:
+        out["ari"] = adjusted_rand_index(t, **kw)
+    if "ami" in groups or "axi" in groups:
+        out["ami"] = adjusted_mutual_info(t, n_threads=n_threads, **kw)
+    if "nmi" in groups:
+        out["nmi"] = normalized_mutual_info(t, **kw)
+    if "axi" in groups:
+        out["axi"] = math.sqrt(max(out["ari"], 0.0) * max(out["ami"], 0.0))
+    if "matching" in groups:
+        m = match_instances(table, thresholds=iou_threshold)
+        out.update({k: v for k, v in m.scores().items()})  # type: ignore[union-attr]
+    if "ap" in groups:
+        ap = average_precision(table, area_ranges=area_ranges)
+        out.update(ap50=ap.ap50, ap75=ap.ap75, map=ap.map)
+        for tier, vals in ap.tiers.items():
+            for k, v in vals.items():
+                out[f"{k}_{tier}"] = v
+    if "pq" in groups:
+        pq = panoptic_quality(table)
+        out.update(pq=pq.pq, sq=pq.sq, rq=pq.rq)
+    if "edits" in groups:
+        e = split_merge_edits(table)
+        out.update(splits=e.splits, merges=e.merges, edit_false_positives=e.false_positives,
+                   edit_false_negatives=e.false_negatives)  # fmt: skip
+    if "ted" in groups:
+        r = tolerant_edit_distance(gt, pred, tolerance=ted_tolerance, voxel_size=voxel_size)
+        out.update(ted_splits=r.splits, ted_merges=r.merges, ted_false_positives=r.false_positives,
+                   ted_false_negatives=r.false_negatives, ted_total=r.total, ted_optimal=r.optimal)  # fmt: skip
+    if "dice" in groups:
+        d = dice(table, ignore_index=semantic_ignore_index)
+        out["dice_mean"] = d.mean
+        out.update({f"dice_{c}": v for c, v in d.per_class.items()})
+    if "iou" in groups:
+        d = iou(table, ignore_index=semantic_ignore_index)
+        out["iou_mean"] = d.mean
+        out.update({f"iou_{c}": v for c, v in d.per_class.items()})
+    meta = {
+        "metrics": groups,
+        "ignore_gt": [int(x) for x in np.atleast_1d(ignore_gt if ignore_gt is not None else [])],
+        "ignore_pred": [
+            int(x) for x in np.atleast_1d(ignore_pred if ignore_pred is not None else [])
+        ],
+        "iou_threshold": iou_threshold,
+        "conventions": CONVENTIONS,
+    }
+    return Report(out, meta)
+
+
+def evaluate_batch(
+    gt: Any, pred: Any, metrics: Iterable[str] | str | None = None, **kwargs: Any
+) -> Report:
+    """Evaluate each sample of a batch ``(B, ...)`` and average **every** sample.
+
+    Every numeric metric is the plain mean over the B samples (zeros included: the predecessor
+    dropped samples scoring 0, biasing the mean upward). ``voi_total`` is the mean of the
+    per-sample totals. Per-sample reports are in ``report.meta["samples"]``.
+
+    Examples
+    --------
+    >>> g = np.array([[1, 1, 2, 2], [1, 1, 1, 1]]); p = np.array([[1, 1, 2, 2], [1, 2, 3, 4]])
+    >>> evaluate_batch(g, p, metrics="ari")["ari"]
+    0.5
+    """
+    if len(gt) != len(pred):
+        raise InputError(f"batch sizes differ: gt has {len(gt)} samples, pred has {len(pred)}")
+    if len(gt) == 0:
+        raise InputError("evaluate_batch needs at least one sample")
+    reports = [evaluate(gt[i], pred[i], metrics, **kwargs) for i in range(len(gt))]
+    keys = [k for k in reports[0] if all(k in r for r in reports)]
+    mean: dict[str, Any] = {}
+    for k in keys:
+        vals = [r[k] for r in reports]
+        if all(isinstance(v, bool) for v in vals):
+            mean[k] = all(vals)
+        elif all(isinstance(v, int | float) and v is not None for v in vals):
+            mean[k] = float(np.mean(vals))
+    meta = dict(reports[0].meta)
+    meta["batch_size"] = len(reports)
+    meta["samples"] = [dict(r) for r in reports]
+    return Report(mean, meta)
