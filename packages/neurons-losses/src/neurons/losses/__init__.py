@@ -1,5 +1,33 @@
-"""neurons.losses — Losses for Neurons."""
+"""neurons.losses — embedding, geometry and Vista losses for connectomics (vectorised torch).
+
+Everything is one dimension-agnostic implementation (2-D or 3-D from the input's shape) that
+stays on the input's device; per-instance statistics are segment reductions, never a Python
+loop over instances.  Training targets live in :mod:`neurons.losses.targets`.
+"""
+
+from . import targets
+from ._core import LossConfigError, LossError, LossInputError, segment_instances
+from .embedding import CentroidEmbeddingLoss, SkeletonEmbeddingLoss
+from .vista import GeometryLoss, InstanceLoss, SemanticLoss, Vista2DLoss, Vista3DLoss, VistaLoss
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+DiscriminativeLoss = CentroidEmbeddingLoss
+
+__all__ = [
+    "__version__",
+    "CentroidEmbeddingLoss",
+    "DiscriminativeLoss",
+    "SkeletonEmbeddingLoss",
+    "SemanticLoss",
+    "InstanceLoss",
+    "GeometryLoss",
+    "VistaLoss",
+    "Vista2DLoss",
+    "Vista3DLoss",
+    "LossError",
+    "LossConfigError",
+    "LossInputError",
+    "segment_instances",
+    "targets",
+]
