@@ -1,0 +1,220 @@
+"""Build the model, the loss and the datamodule named by a config.
+
+These are thin adapters between the config tree and the registries of the sibling packages
+(:func:`neurons.models.build_model`, :class:`neurons.losses.VistaLoss`,
+:func:`neurons.data.build_datamodule`). Keys that the target does not accept raise
+:class:`~neurons.train.errors.ConfigError` naming the dotted config key.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from neurons.train.errors import ConfigError, DatasetFilesMissingError
+
+__all__ = ["build_datamodule_from_cfg", "build_loss_from_cfg", "build_model_from_cfg"]
+
+
+def _accepted(fn: Callable[..., Any]) -> tuple[set[str], bool]:
+    """Parameter names of ``fn`` and whether it takes ``**kwargs``."""
+    sig = inspect.signature(fn)
+    names = {
+        p.name
+        for p in sig.parameters.values()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"
+    }
+    var_kw = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    return names, var_kw
+
+
+def _check_keys(fn: Callable[..., Any], kwargs: Mapping[str, Any], section: str) -> None:
+    names, var_kw = _accepted(fn)
+    if var_kw:
+        return
+    unknown = sorted(set(kwargs) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown config key {section}.{unknown[0]!r} "
+            f"(all unknown: {[f'{section}.{u}' for u in unknown]}); "
+            f"valid keys: {sorted(names)}"
+        )
+
+
+def _check_types(fn: Callable[..., Any], kwargs: Mapping[str, Any], section: str) -> None:
+    """Reject a value whose type clearly disagrees with the parameter's scalar default."""
+    sig = inspect.signature(fn)
+    for key, value in kwargs.items():
+        p = sig.parameters.get(key)
+        if p is None or p.default is inspect.Parameter.empty or p.default is None or value is None:
+            continue
+        d = p.default
+        ok = True
+        if isinstance(d, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(d, int | float):
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+        elif isinstance(d, str):
+            ok = isinstance(value, str)
+        if not ok:
+            raise ConfigError(
+                f"config key '{section}.{key}' = {value!r} ({type(value).__name__}): "
+                f"expected {type(d).__name__} like the default {d!r}"
+            )
+
+
+def build_model_from_cfg(cfg: Mapping[str, Any]) -> Any:
+    """The network described by ``cfg["model"]``.
+
+    Parameters
+    ----------
+    cfg : mapping
+        Full config (plain dict or DictConfig) with a ``model`` section.
+
+    Returns
+    -------
+    torch.nn.Module
+
+    Examples
+    --------
+    >>> from neurons.train.config import compose_config
+    >>> model = build_model_from_cfg(compose_config("synthetic"))  # doctest: +SKIP
+    """
+    from neurons.models import build_model
+
+    m = dict(cfg["model"])
+    name = m.pop("name")
+    kwargs: dict[str, Any] = dict(m.pop("options", None) or {})
+    for key in ("in_channels", "num_classes", "emb_dim"):
+        kwargs[key] = m.pop(key)
+    preset = m.pop("preset", None)
+    if preset is not None:
+        kwargs["preset"] = preset
+    if m:
+        raise ConfigError(f"unknown config key model.{sorted(m)[0]!r}")
+    try:
+        return build_model(name, **kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"config section 'model' ({name}): {exc}") from exc
+    except (KeyError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"config section 'model' = {dict(cfg['model'])}: {exc}") from exc
+
+
+def build_loss_from_cfg(cfg: Mapping[str, Any]) -> Any:
+    """The :class:`neurons.losses.VistaLoss` described by ``cfg["loss"]``.
+
+    Every key of the ``loss`` section must be a keyword of ``VistaLoss``; a key it does not
+    take, or a value whose type disagrees with the keyword's default, raises ``ConfigError``.
+    """
+    from neurons.losses import VistaLoss
+
+    kwargs = dict(cfg.get("loss") or {})
+    for key, value in list(kwargs.items()):
+        if hasattr(value, "items") or isinstance(value, list | tuple):
+            from omegaconf import OmegaConf
+
+            if not isinstance(value, dict | list | tuple):
+                kwargs[key] = OmegaConf.to_container(value, resolve=True)
+    _check_keys(VistaLoss.__init__, kwargs, "loss")
+    _check_types(VistaLoss.__init__, kwargs, "loss")
+    try:
+        return VistaLoss(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"config section 'loss': {exc}") from exc
+
+
+_DOWNLOAD_SCRIPTS = {
+    "snemi3d": "scripts/download_snemi3d.py",
+    "cremi3d": "scripts/download_cremi3d.py",
+    "microns": "scripts/download_microns.py",
+    "mitoem2": "scripts/download_mitoem2.py",
+    "isbi2012": "scripts/download_isbi2012.py",
+}
+
+
+def _missing(name: str, root: Any, detail: str) -> DatasetFilesMissingError:
+    script = _DOWNLOAD_SCRIPTS.get(name, f"scripts/download_{name}.py")
+    where = f" --output {root}" if root else ""
+    return DatasetFilesMissingError(
+        f"data.name={name!r}: dataset files not found (data.root={root!r}). {detail} "
+        f"Download them with: python {script}{where}"
+    )
+
+
+def datamodule_kwargs(cfg: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``(name, kwargs)`` for :func:`neurons.data.build_datamodule` from ``cfg["data"]``."""
+    d = dict(cfg["data"])
+    name = d.pop("name")
+    options = dict(d.pop("options", None) or {})
+    kwargs: dict[str, Any] = {
+        "root": d.pop("root"),
+        "patch_size": tuple(int(p) for p in d.pop("patch_size")),
+        "batch_size": int(d.pop("batch_size")),
+        "num_workers": int(d.pop("num_workers")),
+        "samples_per_epoch": int(d.pop("samples_per_epoch")),
+        "val_patches": d.pop("val_patches"),
+        "augment": d.pop("augment"),
+        "seed": int(cfg.get("seed", 0)),
+    }
+    pin = d.pop("pin_memory", None)
+    if pin is not None:
+        kwargs["pin_memory"] = bool(pin)
+    if d:
+        raise ConfigError(f"unknown config key data.{sorted(d)[0]!r}")
+    for key in options:
+        if key in kwargs:
+            raise ConfigError(
+                f"config key 'data.options.{key}' duplicates 'data.{key}'; set it there instead"
+            )
+    kwargs.update(options)
+    return name, kwargs
+
+
+def build_datamodule_from_cfg(cfg: Mapping[str, Any], *, setup_stage: str | None = None) -> Any:
+    """The LightningDataModule described by ``cfg["data"]``.
+
+    ``data.options`` holds dataset-specific keywords (e.g. CREMI volumes, the datasets of
+    ``combine``); they are forwarded to :func:`neurons.data.build_datamodule`.
+
+    Parameters
+    ----------
+    cfg : mapping
+        Full config.
+    setup_stage : str, optional
+        Also call ``datamodule.setup(setup_stage)`` (e.g. ``"fit"``) so missing or unreadable
+        files surface here, with the download script named, rather than inside ``fit``.
+
+    Raises
+    ------
+    ConfigError
+        A key the datamodule does not accept (named as ``data.options.<key>``).
+    DatasetFilesMissingError
+        The dataset's files are absent; the message names the download script.
+    """
+    from neurons.data import build_datamodule
+
+    try:
+        from neurons.data.errors import MissingDataError
+    except ImportError:  # pragma: no cover
+        MissingDataError = FileNotFoundError  # noqa: N806
+
+    name, kwargs = datamodule_kwargs(cfg)
+    root = kwargs.get("root")
+    if name not in ("synthetic", "combine") and root is not None and not Path(root).exists():
+        raise _missing(name, root, f"Folder {str(Path(root).resolve())!r} does not exist.")
+    try:
+        dm = build_datamodule(name, **kwargs)
+        if setup_stage is not None:
+            dm.setup(setup_stage)
+    except MissingDataError as exc:
+        msg = str(exc)
+        if "download" in msg:
+            raise DatasetFilesMissingError(f"data.name={name!r}: {msg}") from exc
+        raise _missing(name, root, msg) from exc
+    except TypeError as exc:
+        raise ConfigError(f"config section 'data' ({name}): {exc}") from exc
+    return dm

@@ -1,0 +1,193 @@
+"""Checkpoints: atomic writes, ``ckpt_path=last`` resolution, RNG state, model loading."""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from neurons.train.errors import CheckpointError
+
+__all__ = [
+    "AtomicCheckpointIO",
+    "capture_rng_state",
+    "load_checkpoint",
+    "resolve_ckpt_path",
+    "restore_rng_state",
+]
+
+LAST_NAME = "last.ckpt"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write each checkpoint to a temporary file in its folder, fsync it, then rename it.
+
+    A process killed at any moment (SIGKILL included) leaves either the previous complete
+    file or the new complete file, never a truncated one. Temporary files start with a dot,
+    so Lightning's ``last*.ckpt`` search never picks one up.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | os.PathLike[str], storage_options: Any = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO does not take storage_options")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                torch.save(checkpoint, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        try:  # make the rename itself durable
+            dfd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError:  # pragma: no cover - e.g. filesystems without directory fsync
+            pass
+
+
+def resolve_ckpt_path(value: str | None, checkpoint_dir: str | os.PathLike[str]) -> str | None:
+    """Turn ``training.ckpt_path`` into a file to resume from.
+
+    Parameters
+    ----------
+    value : str or None
+        ``None`` (fresh run), ``"last"`` (``<checkpoint_dir>/last.ckpt`` when it exists, else a
+        fresh run) or a checkpoint file.
+    checkpoint_dir : path-like
+        Folder the run writes its checkpoints to.
+
+    Returns
+    -------
+    str or None
+        The file to resume from, or ``None``.
+
+    Raises
+    ------
+    CheckpointError
+        An explicit path that does not exist.
+    """
+    if value is None or value == "":
+        return None
+    if value == "last":
+        last = Path(checkpoint_dir) / LAST_NAME
+        return str(last) if last.is_file() else None
+    path = Path(value)
+    if not path.is_file():
+        raise CheckpointError(f"training.ckpt_path={value!r}: no such checkpoint file")
+    return str(path)
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Python, NumPy, torch (and CUDA) RNG states as tensors / plain types (weights-only safe)."""
+    np_state = np.random.get_state()  # noqa: NPY002 - the global RNG is what we persist
+    py_state = random.getstate()
+    state: dict[str, Any] = {
+        "python": [py_state[0], list(py_state[1]), py_state[2]],
+        "numpy": {
+            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`capture_rng_state`."""
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    npst = state["numpy"]
+    np.random.set_state(  # noqa: NPY002
+        (
+            "MT19937",
+            npst["keys"].numpy().astype(np.uint32),
+            npst["pos"],
+            npst["has_gauss"],
+            npst["cached_gaussian"],
+        )
+    )
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        cuda_states = state["cuda"]
+        if len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_states)
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild the trained network from a training checkpoint.
+
+    Parameters
+    ----------
+    path : path-like
+        A ``.ckpt`` written by ``neurons-train``.
+    map_location : str or torch.device
+        Where to put the weights.
+
+    Returns
+    -------
+    model : torch.nn.Module
+        The network (``VistaModule.model``) with trained weights, in eval mode.
+    cfg : dict
+        The full training config the run used (plain dict).
+
+    Raises
+    ------
+    CheckpointError
+        Missing file, not a Neurons checkpoint, or weights that do not fit the config's model.
+
+    Examples
+    --------
+    >>> model, cfg = load_checkpoint("outputs/synthetic/checkpoints/last.ckpt")  # doctest: +SKIP
+    >>> cfg["model"]["name"]
+    'vista3d'
+    """
+    from neurons.train.builders import build_model_from_cfg
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the file name
+        raise CheckpointError(f"cannot read checkpoint {str(path)!r}: {exc}") from exc
+    hparams = ckpt.get("hyper_parameters") or {}
+    cfg = hparams.get("cfg")
+    if not isinstance(cfg, dict) or "state_dict" not in ckpt:
+        raise CheckpointError(
+            f"{str(path)!r} is not a neurons-train checkpoint (no hyper_parameters['cfg'] / "
+            "state_dict)"
+        )
+    model = build_model_from_cfg(cfg)
+    prefix = "model."
+    state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"weights in {str(path)!r} do not fit model {cfg['model']}: {exc}"
+        ) from exc
+    model.to(map_location)
+    model.eval()
+    return model, cfg
