@@ -1,0 +1,136 @@
+"""Inference throughput: voxels/s and time versus volume size (should be linear).
+
+Runs the full block-wise pipeline (read from HDF5 through neurons.io -> sliding window with
+Gaussian blending -> instance decoding -> halo matching / union-find -> relabelled HDF5 output)
+with a Vista3D model (random weights unless ``--checkpoint``) on synthetic EM volumes of
+growing size, and fits time = a + b * voxels.
+
+Usage::
+
+    python scripts/bench_inference.py                      # CPU, sizes up to 64 x 384 x 384
+    python scripts/bench_inference.py --device cuda --sizes 64x512x512 128x512x512 128x1024x1024
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--sizes", nargs="+", default=["32x128x128", "32x256x256", "64x256x256", "64x384x384"]
+    )
+    p.add_argument(
+        "--checkpoint", default=None, help="trained checkpoint (default: random tiny Vista3D)"
+    )
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--window", default="16x64x64")
+    p.add_argument("--block", default="32x128x128")
+    p.add_argument("--overlap", default="4x16x16")
+    p.add_argument("--decoder", default="watershed", choices=["watershed", "embedding"])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--scheduler", default="threads")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=2)
+    args = p.parse_args(argv)
+    import torch
+
+    from neurons.data import make_synthetic_volume
+    from neurons.io import open_volume, write_volume
+    from neurons.models import build_model
+    from neurons.train.inference import (
+        DecodeConfig,
+        Predictor,
+        SlidingWindow,
+        idle_cpu_threads,
+        load_model,
+        segment_blockwise,
+    )
+
+    threads = args.threads or idle_cpu_threads()
+    torch.set_num_threads(threads)
+    dims = lambda s: tuple(int(v) for v in s.split("x"))  # noqa: E731
+    if args.checkpoint:
+        model, _ = load_model(args.checkpoint, args.device)
+    else:
+        torch.manual_seed(0)
+        model = build_model("vista3d", preset=args.preset).eval().to(args.device)
+    sw = SlidingWindow(
+        window=dims(args.window), overlap=0.25, batch_size=args.batch_size, device=args.device
+    )
+    dec = DecodeConfig(method=args.decoder, min_size=20)
+    tmp = Path(tempfile.mkdtemp(prefix="bench_inference_"))
+    print(
+        f"device {args.device}, torch threads {threads}, scheduler {args.scheduler} x {args.workers}, "
+        f"window {sw.window}, block {dims(args.block)}, halo {dims(args.overlap)}, decoder {args.decoder}"
+    )
+    print()
+    print(
+        "| volume | voxels | blocks | time (s) | voxels/s | blocks phase | match | relabel/write |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    # warm-up (first-call costs: imports, allocator, kernels)
+    segment_blockwise(
+        Predictor(model=model),
+        np.zeros((16, 64, 64), np.uint8),
+        sw,
+        dec,
+        block_size=(16, 64, 64),
+        scheduler="sync",
+    )
+    xs, ts = [], []
+    for size in args.sizes:
+        shape = dims(size)
+        vol = make_synthetic_volume(shape, seed=1)
+        src = tmp / f"raw_{size}.h5"
+        write_volume(f"{src}:raw", vol["raw"])
+        del vol
+        with open_volume(src, "raw") as raw:
+            t0 = time.perf_counter()
+            res = segment_blockwise(
+                Predictor(model=model),
+                raw,
+                sw,
+                dec,
+                block_size=dims(args.block),
+                overlap=dims(args.overlap),
+                output=tmp / f"seg_{size}.h5",
+                scheduler=args.scheduler,
+                num_workers=args.workers,
+            )
+            dt = time.perf_counter() - t0
+        n = int(np.prod(shape))
+        xs.append(n)
+        ts.append(dt)
+        t = res.timings
+        print(
+            f"| {size} | {n / 1e6:.2f} M | {res.num_blocks} | {dt:.1f} | {n / dt / 1e3:.0f} k | "
+            f"{t.get('blocks', 0):.1f} | {t.get('match', 0):.2f} | {t.get('relabel', 0):.2f} |",
+            flush=True,
+        )
+        for f in (src, tmp / f"seg_{size}.h5"):
+            f.unlink(missing_ok=True)
+    if len(xs) >= 2:
+        x, y = np.asarray(xs, float), np.asarray(ts, float)
+        b, a = np.polyfit(x, y, 1)
+        r2 = 1 - np.sum((y - (a + b * x)) ** 2) / max(np.sum((y - y.mean()) ** 2), 1e-12)
+        print()
+        print(
+            f"linear fit: time = {a:.2f} s + {b * 1e6:.3f} s per Mvoxel (R^2 = {r2:.4f}); "
+            f"time ratio largest/smallest {y[-1] / y[0]:.2f} for voxel ratio {x[-1] / x[0]:.2f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
