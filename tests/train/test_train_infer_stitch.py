@@ -262,6 +262,13 @@ def test_memory_bounded_by_block_not_volume(tmp_path, rng):
 
 @pytest.mark.slow
 def test_processes_scheduler_with_picklable_predictor(rng):
+    # worker processes cannot import this test module (pytest's importlib mode gives it a
+    # name that is not on sys.path), so its model class travels by value
+    import sys
+
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
     gt = _voronoi_cells((8, 40, 40), 10, rng)
     src = _source(gt, rng)
     res = segment_blockwise(
