@@ -19,8 +19,6 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from scipy import ndimage
-from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import connected_components
 
 __all__ = [
     "OBJECT_CLASSES",
@@ -96,13 +94,15 @@ def decode_embedding(
     foreground: torch.Tensor,
     *,
     bandwidth: float = 0.5,
-    num_seeds: int = 1024,
-    iterations: int = 10,
     max_instances: int = 512,
     min_size: int = 10,
     seed: int = 0,
 ) -> np.ndarray:
     """Cluster foreground embeddings into instances (deterministic mean shift).
+
+    Validation uses the same clustering as inference
+    (:func:`neurons.train.inference.decode.cluster_embeddings`), so the numbers logged during
+    training describe what ``neurons-infer`` will produce.
 
     Parameters
     ----------
@@ -110,12 +110,8 @@ def decode_embedding(
     foreground : Tensor ``spatial`` bool
     bandwidth : float
         Kernel bandwidth in embedding units (use the loss's ``delta_v``).
-    num_seeds : int
-        Foreground points used to find the modes.
-    iterations : int
-        Mean-shift iterations.
     max_instances : int
-        Keep at most this many modes (largest support first).
+        Upper bound on the modes searched (seeds per round).
     min_size : int
         Instances smaller than this are removed.
     seed : int
@@ -125,35 +121,14 @@ def decode_embedding(
     -------
     ndarray of int64 ``spatial``
     """
-    e = embedding.float()
-    fg = foreground.to(torch.bool)
-    out = torch.zeros(fg.shape, dtype=torch.int64, device=e.device)
-    x = e[:, fg].T  # (M, E)
-    m = x.shape[0]
-    if m == 0:
-        return out.cpu().numpy()
-    gen = torch.Generator().manual_seed(seed)
-    take = torch.randperm(m, generator=gen)[: min(num_seeds, m)].to(e.device)
-    pts = x[take]
-    modes = pts.clone()
-    inv2 = 1.0 / (2.0 * bandwidth**2)
-    for _ in range(iterations):
-        w = torch.exp(-torch.cdist(modes, pts).square() * inv2)
-        modes = (w @ pts) / w.sum(dim=1, keepdim=True).clamp_min(1e-12)
-    close = (torch.cdist(modes, modes) < bandwidth / 2).cpu().numpy()
-    n, comp = connected_components(csr_matrix(close), directed=False)
-    comp_t = torch.from_numpy(comp).to(e.device)
-    support = torch.bincount(comp_t, minlength=n)
-    centres = torch.zeros(n, x.shape[1], device=e.device).index_add_(0, comp_t, modes)
-    centres = centres / support[:, None].clamp_min(1)
-    order = torch.argsort(support, descending=True)[:max_instances]
-    centres = centres[order]
-    assign = torch.empty(m, dtype=torch.int64, device=e.device)
-    for start in range(0, m, 65536):  # chunks of voxels bound the distance matrix
-        d = torch.cdist(x[start : start + 65536], centres)
-        assign[start : start + 65536] = d.argmin(dim=1) + 1
-    out[fg] = assign
-    return remove_small(out.cpu().numpy(), min_size)
+    from neurons.train.inference.decode import cluster_embeddings
+
+    fg = foreground.to(torch.bool).cpu().numpy()
+    labels = cluster_embeddings(
+        embedding.float(), fg, bandwidth=bandwidth, max_seeds=max_instances, seed=seed,
+        device=embedding.device,
+    )
+    return remove_small(labels.astype(np.int64, copy=False), min_size)
 
 
 def score_patch(
