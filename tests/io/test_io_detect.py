@@ -18,14 +18,15 @@ from neurons.io import (
     write_volume,
 )
 
-SOURCES = {"hdf5": "a.h5", "tiff": "a.tif", "nrrd": "a.nrrd", "nifti": "a.nii.gz", "npy": "a.npy",
-           "png": "a.png"}
+SOURCES = {"hdf5": "a.h5", "tiff": "a.tif", "nrrd": "a.nrrd", "nifti": "a.nii.gz",
+           "nifti-plain": "a.nii", "npy": "a.npy", "png": "a.png"}  # fmt: skip
 
 
-@pytest.mark.parametrize("kind", sorted(SOURCES))
-def test_misnamed_file_is_detected_by_content(tmp_path, kind, array_factory):
+@pytest.mark.parametrize("case", sorted(SOURCES))
+def test_misnamed_file_is_detected_by_content(tmp_path, case, array_factory):
+    kind = case.split("-")[0]
     arr = array_factory("uint8", (3, 5, 6) if kind != "png" else (5, 6))
-    src = tmp_path / SOURCES[kind]
+    src = tmp_path / SOURCES[case]
     write_volume(src, arr)
     wrong = tmp_path / "volume.dat"  # no / misleading extension
     shutil.copy(src, wrong)

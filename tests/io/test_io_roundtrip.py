@@ -104,13 +104,19 @@ def test_lazy_region_reads_2d_png(tmp_path, shapes, array_factory):
 
 
 def test_region_reads_do_not_load_everything(tmp_path, array_factory):
-    """npy/TIFF/NRRD/NIfTI uncompressed are memory-mapped; HDF5/Zarr read native regions."""
+    """npy/TIFF/NRRD uncompressed are memory-mapped, NIfTI reads through nibabel's array proxy
+    (plain and gzip), HDF5/Zarr read native regions."""
+    import nibabel as nib
+
     arr = array_factory("uint8", (6, 32, 32))
-    for name in ("a.npy", "a.tif", "a.nrrd", "a.h5"):
+    for name in ("a.npy", "a.tif", "a.nrrd", "a.h5", "a.nii", "a.nii.gz"):
         write_volume(tmp_path / name, arr)
         with open_volume(tmp_path / name) as vol:
             reader = vol._reader
-            if name != "a.h5":
+            if name.startswith("a.nii"):
+                assert isinstance(reader._proxy, nib.arrayproxy.ArrayProxy)
+                assert not nib.is_proxy(np.asarray(arr)) and nib.is_proxy(reader._proxy)
+            elif name != "a.h5":
                 assert getattr(reader, "_mm", getattr(reader, "_arr", None)) is not None
             np.testing.assert_array_equal(vol[2, 3:9, 4], arr[2, 3:9, 4])
             assert getattr(reader, "_data", None) is None  # nothing cached whole

@@ -103,3 +103,56 @@ def test_dice_absent_class_documented():
     d = dice(np.array([1, 1, 0]), np.array([1, 1, 0]), classes=[0, 1, 2])
     assert d.per_class == {0: 1.0, 1: 1.0, 2: None} and d.mean == 1.0
     assert dice(np.full(3, 255), np.zeros(3, int)).mean == 1.0  # nothing evaluated
+
+
+def test_dice_iou_pred_ignore_index_is_a_miss(rng):
+    skm = pytest.importorskip("sklearn.metrics")
+    # hand-computed: gt 255 voxel dropped; pred 255 on gt 1 is a miss for class 1
+    gt = np.array([1, 1, 1, 0, 255])
+    pred = np.array([1, 1, 255, 0, 1])
+    d = dice(gt, pred)
+    assert d.per_class == {0: 1.0, 1: pytest.approx(2 * 2 / (3 + 2))}
+    assert iou(gt, pred).per_class[1] == pytest.approx(2 / 3)
+    assert 255 not in dice(gt, pred, classes=[0, 1, 255]).per_class
+    # random maps against sklearn, which scores pred 255 as an unlisted label (a miss)
+    g = rng.integers(0, 3, 500)
+    g[rng.random(500) < 0.1] = 255
+    p = np.where(rng.random(500) < 0.6, g, rng.integers(0, 3, 500))
+    p[rng.random(500) < 0.15] = 255
+    keep = g != 255
+    ref = skm.f1_score(g[keep], p[keep], labels=[0, 1, 2], average=None)
+    refj = skm.jaccard_score(g[keep], p[keep], labels=[0, 1, 2], average=None)
+    assert [dice(g, p).per_class[c] for c in range(3)] == pytest.approx(ref.tolist())
+    assert [iou(g, p).per_class[c] for c in range(3)] == pytest.approx(refj.tolist())
+
+
+def test_average_precision_scores_as_dict_or_arrays():
+    from neurons.metrics import InputError
+
+    d = {5: 2.0, 6: 3.0, 7: 1.0}
+    ref = average_precision(GT, PRED, scores=d)
+    arr = average_precision(GT, PRED, scores=(np.array([7, 6, 5, 99]), np.array([1.0, 3, 2, 0])))
+    assert ref.per_threshold == arr.per_threshold and ref.ap50 == pytest.approx(1.0)
+    # false positive 7 ranked first: precisions 0, 1/2, 2/3 at recalls 0, .5, 1; made
+    # monotone from the right -> 2/3 at every recall point
+    low = average_precision(GT, PRED, scores={5: 2.0, 6: 1.0, 7: 3.0})
+    assert low.ap50 == pytest.approx(2 / 3)
+    big = 2**63 + 5  # uint64 ids; the id -1 cannot occur and is ignored
+    p_u = PRED.astype(np.uint64)
+    p_u[PRED == 5] = np.uint64(big)
+    u = average_precision(GT.astype(np.uint64), p_u, scores={big: 2.0, 6: 3.0, 7: 1.0, -1: 9.0})
+    assert u.per_threshold == ref.per_threshold
+    with pytest.raises(InputError, match="no score given for pred id 7"):
+        average_precision(GT, PRED, scores={5: 1.0, 6: 2.0})
+    with pytest.raises(InputError, match="equal length"):
+        average_precision(GT, PRED, scores=(np.array([5, 6, 7]), np.array([1.0, 2.0])))
+
+
+def test_panoptic_quality_rejects_threshold_below_half():
+    from neurons.metrics import InputError
+
+    with pytest.raises(InputError, match=r"threshold must be in \[0.5, 1\), got 0.3.*unique"):
+        panoptic_quality(GT, PRED, threshold=0.3)
+    assert panoptic_quality(GT, PRED, threshold=0.5).tp == 1
+    # IoU(2, 6) = 0.5 is not > 0.5; with threshold 0.9 only the exact match (IoU 1) remains
+    assert panoptic_quality(GT, PRED, threshold=0.9).tp == 1

@@ -197,26 +197,47 @@ def test_large_uint64_ids_against_small_ids(pair):
     )
 
 
+NOTHING = {  # nothing left after masking gt 0: distances 0, agreement 1 (module docstring)
+    "voi": (0.0, 0.0), "cremi": (0.0, 1.0, 1.0), "pairs": (0.0, 1.0, 1.0),
+    "skimage": (0.0, 1.0, 1.0), "cremi_score": 0.0, "ri": 1.0, "ari": 1.0, "ami": 1.0,
+    "nmi": 1.0, "axi": 1.0,
+}  # fmt: skip
+_rec5 = (15 + 1 / 16) / 256  # cremi recall: 15 fg singletons + pred-0 term 1/16, sum a^2 = 256
+
+
 @pytest.mark.parametrize(
-    "gt,pred",
+    "gt,pred,expected",
     [
-        (np.zeros(0, int), np.zeros(0, int)),  # empty
-        (np.zeros(16, int), np.zeros(16, int)),  # both all background
-        (np.zeros(16, int), np.arange(16)),  # gt all background
-        (np.ones(16, int), np.ones(16, int) * 3),  # single label both
-        (np.ones(16, int), np.arange(16)),  # single gt label
+        (np.zeros(0, int), np.zeros(0, int), NOTHING),  # empty
+        (np.zeros(16, int), np.zeros(16, int), NOTHING),  # both all background
+        (np.zeros(16, int), np.arange(16), NOTHING),  # gt all background
+        (np.ones(16, int), np.ones(16, int) * 3, {**NOTHING}),  # single label both: perfect
+        (  # single gt label, every voxel its own pred label (pred 0 = one voxel)
+            np.ones(16, int), np.arange(16),
+            {"voi": (4.0, 0.0), "cremi": (1 - 2 * _rec5 / (1 + _rec5), 1.0, _rec5),
+             "pairs": (1 - 32 / 272, 1.0, 1 / 16), "skimage": (1.0, 1.0, 0.0),
+             "cremi_score": math.sqrt(4.0 * (1 - 2 * _rec5 / (1 + _rec5))), "ri": 0.0,
+             "ari": 0.0, "ami": 0.0, "nmi": 0.0, "axi": 0.0},
+        ),
     ],
-)
-def test_degenerate_inputs_are_finite(gt, pred):
-    vals = [
-        *variation_of_information(gt, pred),
-        *adapted_rand_error(gt, pred),
-        *adapted_rand_error(gt, pred, convention="pairs"),
-        *adapted_rand_error(gt, pred, convention="skimage"),
-        cremi_score(gt, pred), rand_index(gt, pred), adjusted_rand_index(gt, pred),
-        adjusted_mutual_info(gt, pred), normalized_mutual_info(gt, pred), axi(gt, pred),
-    ]  # fmt: skip
-    assert all(math.isfinite(v) for v in vals)
+)  # fmt: skip
+def test_degenerate_inputs_documented_values(gt, pred, expected):
+    got = {
+        "voi": tuple(variation_of_information(gt, pred)),
+        "cremi": tuple(adapted_rand_error(gt, pred)),
+        "pairs": tuple(adapted_rand_error(gt, pred, convention="pairs")),
+        "skimage": tuple(adapted_rand_error(gt, pred, convention="skimage")),
+        "cremi_score": cremi_score(gt, pred), "ri": rand_index(gt, pred),
+        "ari": adjusted_rand_index(gt, pred), "ami": adjusted_mutual_info(gt, pred),
+        "nmi": normalized_mutual_info(gt, pred), "axi": axi(gt, pred),
+    }  # fmt: skip
+    for k, v in expected.items():
+        assert got[k] == pytest.approx(v, abs=1e-12), k
+    if gt.size and gt.any():  # gt has no 0 here, so sklearn (no ignore label) must agree
+        assert got["ri"] == pytest.approx(sk.rand_score(gt, pred))
+        assert got["ari"] == pytest.approx(sk.adjusted_rand_score(gt, pred))
+        assert got["ami"] == pytest.approx(sk.adjusted_mutual_info_score(gt, pred))
+        assert got["nmi"] == pytest.approx(sk.normalized_mutual_info_score(gt, pred))
 
 
 def test_documented_degenerate_values():
@@ -238,3 +259,39 @@ def test_table_input_equals_volume_input(pair):
     t = contingency_table(gt, pred)
     assert adjusted_rand_index(t) == adjusted_rand_index(gt, pred)
     assert variation_of_information(t) == variation_of_information(gt, pred)
+
+
+def test_sum_squares_exact_beyond_int64():
+    from neurons.metrics._common import sum_squares
+
+    rng = np.random.default_rng(7)
+    for hi in (1 << 33, 1 << 45, 1 << 62):  # totals far above the 3e9-voxel int64 fast path
+        c = rng.integers(0, hi, 5000, dtype=np.int64)
+        assert sum_squares(c) == sum(int(v) * int(v) for v in c.tolist())
+    assert sum_squares(np.array([(1 << 62) + 12345], np.int64)) == ((1 << 62) + 12345) ** 2
+
+
+def test_pair_metrics_on_huge_counts_against_python_ints():
+    from fractions import Fraction
+    from math import comb
+
+    from neurons.metrics import ContingencyTable
+
+    rng = np.random.default_rng(3)
+    g = rng.integers(1, 6, 40)
+    p = rng.integers(1, 7, 40)
+    c = rng.integers(1, 10**10, 40)  # N ~ 2e11 voxels: exact path of sum_squares
+    t = ContingencyTable(g, p, c)
+    nij = [int(v) for v in t.counts]
+    a = [int(v) for v in t.gt_sizes()[1]]
+    b = [int(v) for v in t.pred_sizes()[1]]
+    n = sum(nij)
+    idx = sum(comb(v, 2) for v in nij)
+    sa, sb = sum(comb(v, 2) for v in a), sum(comb(v, 2) for v in b)
+    exp = Fraction(sa * sb, comb(n, 2))
+    ari = (idx - exp) / (Fraction(sa + sb, 2) - exp)
+    assert adjusted_rand_index(t) == pytest.approx(float(ari), rel=1e-12)
+    ri = Fraction(comb(n, 2) + 2 * idx - sa - sb, comb(n, 2))
+    assert rand_index(t) == pytest.approx(float(ri), rel=1e-12)
+    prec = Fraction(sum(v * v for v in nij), sum(v * v for v in b))
+    assert adapted_rand_error(t, convention="pairs").precision == pytest.approx(float(prec))

@@ -47,10 +47,42 @@ def test_evaluate_selected_groups_and_errors(pair):
     assert set(evaluate(gt, pred, metrics="all")) >= {"ted_total", "iou_mean", "ami"}
 
 
-def test_evaluate_degenerate_report_is_json_safe():
-    z = np.zeros((2, 3, 3), int)
-    r = evaluate(z, z, metrics="all")
+PERFECT = {  # README "degenerate inputs": nothing to disagree on / nothing to find
+    "voi_total": 0.0, "arand_cremi": 0.0, "arand_pairs": 0.0, "cremi_score": 0.0,
+    "rand_index": 1.0, "ari": 1.0, "ami": 1.0, "nmi": 1.0, "axi": 1.0, "precision": 1.0,
+    "recall": 1.0, "f1": 1.0, "accuracy": 1.0, "ap50": 1.0, "map": 1.0, "pq": 1.0, "sq": 1.0,
+    "rq": 1.0, "splits": 0, "merges": 0, "edit_false_positives": 0, "edit_false_negatives": 0,
+    "ted_total": 0, "dice_mean": 1.0, "iou_mean": 1.0,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "gt,pred",
+    [
+        (np.zeros((2, 3, 3), int), np.zeros((2, 3, 3), int)),  # all background
+        (np.zeros((0, 3, 3), int), np.zeros((0, 3, 3), int)),  # empty
+        (np.ones((2, 3, 3), int), np.full((2, 3, 3), 1, int)),  # single label, identical
+    ],
+)
+def test_evaluate_degenerate_documented_values(gt, pred):
+    r = evaluate(gt, pred, metrics="all")
     json.loads(r.to_json())  # allow_nan=False: raises on NaN/inf
+    for k, v in PERFECT.items():
+        assert r[k] == v, k
+    if gt.any():
+        assert (r["tp"], r["fp"], r["fn"]) == (1, 0, 0)
+    else:
+        assert (r["tp"], r["fp"], r["fn"], r["n_gt_labels"]) == (0, 0, 0, 0)
+
+
+def test_evaluate_degenerate_one_sided():
+    z = np.zeros(8, int)
+    r = evaluate(z, np.arange(8), metrics="matching,ap,pq,edits")  # only false positives
+    assert (r["tp"], r["fp"], r["fn"], r["f1"], r["map"], r["pq"]) == (0, 7, 0, 0.0, 0.0, 0.0)
+    assert r["edit_false_positives"] == 7
+    r = evaluate(np.arange(8), z, metrics="matching,ap,pq,edits")  # nothing predicted
+    assert (r["tp"], r["fn"], r["recall"], r["map"], r["pq"]) == (0, 7, 0.0, 0.0, 0.0)
+    assert r["edit_false_negatives"] == 7
 
 
 def test_batch_averages_every_sample():
@@ -120,3 +152,29 @@ def test_real_isbi2012_labels(isbi2012_dir):
     r = evaluate(gt, pred, block_size=50_000)
     assert r["n_gt_labels"] > 50 and 0 <= r["arand_cremi"] < 1
     assert r["ari"] == pytest.approx(adjusted_rand_index(gt, pred))
+
+
+def test_ignore_gt_label_is_not_an_instance():
+    # hand-computed: gt 255 is ignored, so pred 2 (covering only 255) is a false positive
+    gt = np.array([[1, 1, 1, 255, 255, 255]])
+    pred = np.array([[1, 1, 1, 2, 2, 2]])
+    r = evaluate(gt, pred, metrics="matching,ap,pq,edits,ted", ignore_gt=(0, 255), ted_tolerance=0)
+    assert (r["tp"], r["fp"], r["fn"]) == (1, 1, 0)
+    assert r["pq"] == pytest.approx(1 / 1.5)  # SQ 1, RQ = 1 / (1 + 0.5)
+    assert r["ap50"] == pytest.approx(1.0)  # ranked by size tie -> pred 1 first: recall 1 at prec 1
+    assert (r["edit_false_positives"], r["ted_false_positives"]) == (1, 1)
+    assert r["ted_total"] == 1
+    # without ignoring 255 it is an instance matched perfectly
+    r0 = evaluate(gt, pred, metrics="matching,pq,edits", ignore_gt=(0,))
+    assert (r0["tp"], r0["fp"], r0["pq"], r0["edit_false_positives"]) == (2, 0, 1.0, 0)
+
+
+def test_ignore_gt_equals_relabelling_to_background(pair):
+    gt, pred = pair
+    gt = np.where(gt == 3, 255, gt)
+    ref = evaluate(np.where(gt == 255, 0, gt), pred, metrics="matching,ap,pq,edits")
+    r = evaluate(gt, pred, metrics="matching,ap,pq,edits", ignore_gt=(0, 255))
+    for k in ("tp", "fp", "fn", "f1", "ap50", "map", "pq", "splits", "merges",
+              "edit_false_positives", "edit_false_negatives"):  # fmt: skip
+        assert r[k] == ref[k], k
+    assert r["tp"] + r["fn"] == np.setdiff1d(np.unique(gt), [0, 255]).size

@@ -71,3 +71,22 @@ def test_ted_2d_and_limits():
     assert tolerant_edit_distance(gt, pred, tolerance=1).total == 0
     with pytest.raises(TEDError, match="max_voxels"):
         tolerant_edit_distance(gt, pred, max_voxels=10)
+
+
+def test_many_labels_shift_and_merges():
+    # 400 gt blocks of 6x6; pred shifted by one voxel along x (absorbed at tolerance 1) and
+    # 40 horizontally adjacent block pairs merged (real merges, each one edit)
+    gt = np.kron(np.arange(1, 401).reshape(20, 20), np.ones((6, 6), int))[None]
+    pred = gt.copy()
+    pred[:, :, 1:] = gt[:, :, :-1]
+    kw = {"gt_background": None, "pred_background": None}
+    r0 = tolerant_edit_distance(gt, pred, tolerance=0, **kw)
+    assert tuple(r0[:4]) == tuple(split_merge_edits(gt, pred, **kw))
+    assert r0.splits == 400 - 20  # every gt block but the first column has a 1-voxel sliver
+    assert tolerant_edit_distance(gt, pred, tolerance=1, **kw).total == 0
+    merged = pred.copy()
+    left = np.arange(1, 401, 20)[:, None] + np.arange(0, 8, 2)  # 20 rows x 4 pairs
+    merged[np.isin(merged, left + 1)] -= 1  # block k + 1 takes the label of block k
+    r = tolerant_edit_distance(gt, merged, tolerance=1, **kw)
+    assert r.optimal and r.n_candidate_cells == 380 - 80  # slivers inside merged pairs vanish
+    assert (r.splits, r.merges, r.false_positives, r.false_negatives) == (0, 80, 0, 0)

@@ -30,6 +30,10 @@ EXTENSIONS = {
     ".zr": "zarr",
 }
 
+#: Suffixes of known formats that have no backend -> name used in the error message.
+UNSUPPORTED_SUFFIXES = {".n5": "N5"}
+_UNSUPPORTED_HINT = "is not supported by neurons.io (no backend); convert it to Zarr or HDF5"
+
 SLICE_SUFFIXES = (".tif", ".tiff", ".png")
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _ZARR_MARKERS = (".zarray", ".zgroup", "zarr.json", ".zattrs")
@@ -46,6 +50,23 @@ def suffix_of(path: str | os.PathLike) -> str:
 def format_from_extension(path: str | os.PathLike) -> str | None:
     """Format implied by the file name alone (``None`` when the suffix is not known)."""
     return EXTENSIONS.get(suffix_of(path))
+
+
+def check_supported(path: str | os.PathLike) -> None:
+    """Raise :class:`UnknownFormatError` for a path whose suffix names a format without backend.
+
+    Examples
+    --------
+    >>> check_supported("volume.h5")
+    >>> check_supported("volume.n5")
+    Traceback (most recent call last):
+    ...
+    neurons.io.errors.UnknownFormatError: volume.n5: N5 is not supported by neurons.io (no \
+backend); convert it to Zarr or HDF5
+    """
+    name = UNSUPPORTED_SUFFIXES.get(suffix_of(path).split(":")[0])
+    if name:
+        raise UnknownFormatError(f"{path}: {name} {_UNSUPPORTED_HINT}")
 
 
 def _is_nifti_header(head: bytes) -> bool:
@@ -139,6 +160,11 @@ def detect_format(path: str | os.PathLike) -> str:
         found = _sniff_dir(path)
         if found:
             return found
+        check_supported(path)
+        if "attributes.json" in os.listdir(path):
+            raise UnknownFormatError(
+                f"{path}: folder holds attributes.json, an N5 container; N5 {_UNSUPPORTED_HINT}"
+            )
         raise UnknownFormatError(
             f"{path}: folder is neither a Zarr store (.zarray/.zgroup/zarr.json) nor a folder of "
             f"2-D slices ({', '.join(SLICE_SUFFIXES)})"

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from .errors import VolumeError
 
-#: Suffixes of container formats whose arrays are addressed by a key.
-CONTAINER_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5", ".zarr", ".zr", ".n5")
+#: Suffixes of container formats whose arrays are addressed by a key (N5 has no backend: not
+#: listed, see :data:`neurons.io.detect.UNSUPPORTED_SUFFIXES`).
+CONTAINER_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5", ".zarr", ".zr")
 
 PathLike = str | os.PathLike
 

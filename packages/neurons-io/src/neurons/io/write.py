@@ -10,7 +10,7 @@ import numpy as np
 from .atomic import atomic_destination
 from .backends import get_backend
 from .backends.base import WriteSpec, check_dtype, check_volume_shape, spatial_ndim
-from .detect import EXTENSIONS, detect_format, format_from_extension
+from .detect import EXTENSIONS, check_supported, detect_format, format_from_extension
 from .errors import InvalidVolumeError, UnknownFormatError, VolumeError, VolumeWriteError
 from .paths import PathLike, split_key
 from .volume import DEFAULT_BLOCK_BYTES, Volume, open_volume
@@ -27,6 +27,7 @@ def destination_format(path: Path, fmt: str | None = None) -> str:
         if fmt not in WRITE_FORMATS:
             raise UnknownFormatError(f"{path}: unknown format {fmt!r}; choose from {WRITE_FORMATS}")
         return fmt
+    check_supported(path)
     by_ext = format_from_extension(path)
     if by_ext:
         return by_ext
@@ -199,7 +200,9 @@ def convert_volume(
     Parameters
     ----------
     src, dst : str or os.PathLike
-        Source and destination (``"file.h5:key"`` syntax allowed on both).
+        Source and destination (``"file.h5:key"`` syntax allowed on both). The destination may
+        be another key of the source's HDF5/Zarr container; the source array itself (same path
+        and key) is refused with :class:`VolumeError`.
     key, dst_key : str, optional
         Source and destination keys.
     chunks, compression, format
@@ -211,11 +214,18 @@ def convert_volume(
     --------
     >>> convert_volume("stack.tif", "stack.h5:raw", compression="gzip")  # doctest: +SKIP
     """
+    dst_path, dst_key = split_key(dst, dst_key)
     with open_volume(src, key) as vol:
-        if Path(split_key(dst)[0]).resolve() == vol.path.resolve():
-            raise VolumeError(f"{dst}: destination is the source file; choose another path")
+        if dst_path.resolve() == vol.path.resolve():
+            same = dst_key is None or vol.key is None or dst_key == vol.key
+            if same or destination_format(dst_path, format) not in ("hdf5", "zarr"):
+                where = f"{vol.path}:{vol.key}" if vol.key else str(vol.path)
+                raise VolumeError(
+                    f"{dst}: destination is the source {where}; choose another path or, in the "
+                    f"same HDF5/Zarr container, another key (got dst_key={dst_key!r})"
+                )
         return write_blocks(
-            dst,
+            dst_path,
             vol.shape,
             vol.dtype,
             (b for _, b in vol.iter_blocks(max_bytes=max_block_bytes)),

@@ -22,8 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="neurons-eval",
         description="Evaluate a segmentation against ground truth (VOI, ARAND, CREMI score, "
         "ARI/AMI/NMI, matching, AP, PQ, split/merge edits; TED on request). Files are read "
-        "block by block with neurons.io (HDF5, N5/zarr, TIFF, NRRD, NIfTI, npy, ... and "
-        "'file.h5:key' syntax).",
+        "block by block with neurons.io (HDF5, Zarr, TIFF, PNG, NRRD, NIfTI, npy, slice "
+        "folders; N5 is not supported), with 'file.h5:key' syntax.",
     )
     p.add_argument("gt", help="ground-truth label volume (path or path:key)")
     p.add_argument("pred", help="predicted label volume (path or path:key)")

@@ -204,13 +204,17 @@ def average_precision(
     gt: Any,
     pred: Any = None,
     *,
-    scores: Mapping[int, float] | None = None,
+    scores: Mapping[int, float] | tuple[Any, Any] | None = None,
     thresholds: Sequence[float] | None = None,
     area_ranges: Mapping[str, tuple[float, float]] | None = None,
     background: int | None = 0,
     **table_kwargs: Any,
 ) -> APResult:
     """Average precision over IoU thresholds, MitoEM / mAP_3Dvolume convention.
+
+    ``scores`` (optional) gives each prediction's confidence, either as a mapping
+    ``{pred id: score}`` or as a pair of arrays ``(pred ids, scores)``; every predicted
+    instance needs one (:class:`InputError` names the first id without a score).
 
     * Predictions are ranked by score descending (default score: voxel count; ties by
       ascending pred id, a deterministic stand-in for MitoEM's unstable sort).
@@ -241,10 +245,7 @@ def average_precision(
     if scores is None:
         score = p.pred_sizes.astype(np.float64)
     else:
-        try:
-            score = np.array([float(scores[int(i)]) for i in p.pred_ids.tolist()])
-        except KeyError as e:
-            raise InputError(f"average_precision: no score given for pred id {e.args[0]}") from None
+        score = _lookup_scores(scores, p.pred_ids)
     order = np.lexsort((np.arange(n_p), -score))
 
     def best_match(allowed_g: np.ndarray | None) -> np.ndarray:
@@ -290,6 +291,43 @@ def average_precision(
     return APResult(r["ap50"], r["ap75"], r["map"], r["per_threshold"], tiers)
 
 
+def _lookup_scores(scores: Any, pred_ids: np.ndarray) -> np.ndarray:
+    """Score of each id in ``pred_ids`` from a mapping or an ``(ids, values)`` pair."""
+    info = np.iinfo(pred_ids.dtype)
+    if isinstance(scores, Mapping):  # one pass; ids the pred dtype cannot hold match nothing
+        items = [(k, v) for k, v in scores.items() if info.min <= int(k) <= info.max]
+        keys = np.array([k for k, _ in items], dtype=pred_ids.dtype)
+        vals = np.array([v for _, v in items], dtype=np.float64)
+    else:
+        try:
+            keys, vals = (np.asarray(x) for x in scores)
+            vals = vals.astype(np.float64)
+        except (TypeError, ValueError):
+            raise InputError(
+                "average_precision: scores must be a {pred id: score} mapping or a pair of "
+                f"arrays (ids, scores), got {type(scores).__name__}"
+            ) from None
+    if keys.ndim != 1 or keys.shape != vals.shape:
+        raise InputError(
+            f"average_precision: score ids and values must be 1-D of equal length, got shapes "
+            f"{keys.shape} and {vals.shape}"
+        )
+    if keys.size and keys.dtype.kind not in "iu":
+        raise InputError(f"average_precision: score ids must be integers, got dtype {keys.dtype}")
+    if keys.size and keys.dtype != pred_ids.dtype:  # drop ids the pred dtype cannot hold
+        big = keys > info.max if keys.dtype.kind == "u" else keys < info.min
+        keys, vals = keys[~big], vals[~big]
+    keys = keys.astype(pred_ids.dtype)
+    order = np.argsort(keys, kind="stable")
+    keys, vals = keys[order], vals[order]
+    pos = np.minimum(np.searchsorted(keys, pred_ids), max(keys.size - 1, 0))
+    found = keys[pos] == pred_ids if keys.size else np.zeros(pred_ids.size, bool)
+    if not found.all():
+        missing = pred_ids[np.argmin(found)]
+        raise InputError(f"average_precision: no score given for pred id {int(missing)}")
+    return vals[pos]
+
+
 def _nearest(per_t: dict[float, float], th: float) -> float:
     keys = np.array(list(per_t))
     k = keys[np.argmin(np.abs(keys - th))]
@@ -317,7 +355,8 @@ def panoptic_quality(
 ) -> PQResult:
     """Panoptic quality of instance segmentations (single "thing" class).
 
-    Matches are pairs with IoU > ``threshold`` (0.5: unique); ``SQ`` = mean matched IoU,
+    Matches are pairs with IoU > ``threshold`` (must be in [0.5, 1): above 0.5 matches are
+    unique; :class:`InputError` otherwise); ``SQ`` = mean matched IoU,
     ``RQ = tp / (tp + fp/2 + fn/2)``. No gt and no pred: all 1.0; tp = 0 otherwise: 0.0.
 
     Examples
@@ -325,9 +364,15 @@ def panoptic_quality(
     >>> panoptic_quality(np.array([1, 1, 2, 2]), np.array([1, 1, 2, 2])).pq
     1.0
     """
+    thr = float(threshold)
+    if not 0.5 <= thr < 1.0:
+        raise InputError(
+            f"panoptic_quality: threshold must be in [0.5, 1), got {threshold}; PQ matches pairs "
+            "with IoU > threshold, which are unique only for IoU > 0.5 (use match_instances "
+            "for lower thresholds)"
+        )
     t = resolve_table(gt, pred, **table_kwargs)
     p = _pairs(t, background)
-    thr = max(float(threshold), 0.5)
     sel = p.iou > thr
     tp = int(sel.sum())
     fp = p.pred_ids.size - tp

@@ -24,7 +24,7 @@ from .partition import (
     variation_of_information,
 )
 from .semantic import dice, iou
-from .table import ContingencyTable, contingency_table
+from .table import ContingencyTable, _as_ids, _to_numpy, contingency_table
 from .ted import split_merge_edits, tolerant_edit_distance
 
 __all__ = ["Report", "evaluate", "evaluate_batch", "METRICS", "DEFAULT_METRICS"]
@@ -144,6 +144,35 @@ def _groups(metrics: Iterable[str] | None) -> list[str]:
     return out
 
 
+def _ignored_foreground(ignore_gt: Labels, dtype: np.dtype) -> np.ndarray:
+    """Ignore labels other than the instance background 0 that ``dtype`` can hold."""
+    ig = _as_ids(ignore_gt, dtype)
+    return ig[ig != 0]
+
+
+def _gt_as_background(table: ContingencyTable, ignore_gt: Labels) -> ContingencyTable:
+    """``table`` with gt ids in ``ignore_gt`` relabelled to the instance background 0."""
+    ig = _ignored_foreground(ignore_gt, table.gt_ids.dtype)
+    if not ig.size:
+        return table
+    hit = np.isin(table.gt_ids, ig)
+    if not hit.any():
+        return table
+    g = np.where(hit, np.zeros((), table.gt_ids.dtype), table.gt_ids)
+    return ContingencyTable(g, table.pred_ids, table.counts)
+
+
+def _gt_volume_as_background(gt: Any, ignore_gt: Labels) -> Any:
+    """Volume version of :func:`_gt_as_background` (for TED, which reads the volume)."""
+    g = np.asarray(_to_numpy(gt))
+    if g.dtype.kind not in "iu":
+        return g
+    ig = _ignored_foreground(ignore_gt, g.dtype)
+    if not ig.size:
+        return g
+    return np.where(np.isin(g, ig), np.zeros((), g.dtype), g)
+
+
 def evaluate(
     gt: Any,
     pred: Any,
@@ -172,7 +201,11 @@ def evaluate(
         :data:`DEFAULT_METRICS`; ``"ted"`` (reads the volumes fully, size-limited) and
         ``"dice"``/``"iou"`` (semantic maps) are opt-in.
     ignore_gt, ignore_pred : iterable of int
-        Ignored labels for the partition metrics (VOI, ARAND, Rand, MI family).
+        Ignored labels. The partition metrics (VOI, ARAND, Rand, MI family) drop the voxels
+        of these labels. The instance metrics (matching, AP, PQ, edit counts, TED) use 0 as
+        background on both sides; gt labels in ``ignore_gt`` are treated as gt background
+        there too (they are never scored as instances; a prediction's size still includes
+        them, as with background). ``ignore_pred`` only affects the partition metrics.
     iou_threshold : float
         Threshold of the instance matching scores.
     area_ranges : dict, optional
@@ -212,6 +245,8 @@ def evaluate(
         "n_pred_labels": t.n_pred,
     }
     kw = {"ignore_gt": (), "ignore_pred": ()}  # t is already masked
+    inst_groups = {"matching", "ap", "pq", "edits"}
+    ti = _gt_as_background(table, ignore_gt) if inst_groups & set(groups) else table
     if "voi" in groups or "cremi" in groups:
         v = variation_of_information(t, **kw)
         out.update(voi_split=v.split, voi_merge=v.merge, voi_total=v.total)
@@ -240,23 +275,24 @@ def evaluate(
     if "axi" in groups:
         out["axi"] = math.sqrt(max(out["ari"], 0.0) * max(out["ami"], 0.0))
     if "matching" in groups:
-        m = match_instances(table, thresholds=iou_threshold)
+        m = match_instances(ti, thresholds=iou_threshold)
         out.update({k: v for k, v in m.scores().items()})  # type: ignore[union-attr]
     if "ap" in groups:
-        ap = average_precision(table, area_ranges=area_ranges)
+        ap = average_precision(ti, area_ranges=area_ranges)
         out.update(ap50=ap.ap50, ap75=ap.ap75, map=ap.map)
         for tier, vals in ap.tiers.items():
             for k, v in vals.items():
                 out[f"{k}_{tier}"] = v
     if "pq" in groups:
-        pq = panoptic_quality(table)
+        pq = panoptic_quality(ti)
         out.update(pq=pq.pq, sq=pq.sq, rq=pq.rq)
     if "edits" in groups:
-        e = split_merge_edits(table)
+        e = split_merge_edits(ti)
         out.update(splits=e.splits, merges=e.merges, edit_false_positives=e.false_positives,
                    edit_false_negatives=e.false_negatives)  # fmt: skip
     if "ted" in groups:
-        r = tolerant_edit_distance(gt, pred, tolerance=ted_tolerance, voxel_size=voxel_size)
+        g_ted = _gt_volume_as_background(gt, ignore_gt)
+        r = tolerant_edit_distance(g_ted, pred, tolerance=ted_tolerance, voxel_size=voxel_size)
         out.update(ted_splits=r.splits, ted_merges=r.merges, ted_false_positives=r.false_positives,
                    ted_false_negatives=r.false_negatives, ted_total=r.total, ted_optimal=r.optimal)  # fmt: skip
     if "dice" in groups:

@@ -1,4 +1,10 @@
-"""Per-class Dice and IoU of semantic label maps, from the contingency table."""
+"""Per-class Dice and IoU of semantic label maps, from the contingency table.
+
+Ignore index convention: voxels whose **gt** is ``ignore_index`` are excluded (they count for
+no class on either side). A voxel whose **pred** is ``ignore_index`` (and gt is not) means "no
+class predicted": it is a miss (false negative) for the gt's class and a false positive for no
+class. ``ignore_index`` is never scored as a class, even when listed in ``classes``.
+"""
 
 from __future__ import annotations
 
@@ -37,7 +43,7 @@ def _overlaps(
         if ignore_index is not None and ignore_index in cls:
             cls.remove(ignore_index)
     else:
-        cls = [int(c) for c in classes]
+        cls = [int(c) for c in classes if ignore_index is None or int(c) != ignore_index]
     if not include_background:
         cls = [c for c in cls if c != 0]
     g = dict(zip(gids.tolist(), gsz.tolist(), strict=True))
@@ -73,7 +79,8 @@ def dice(
 ) -> ClassScores:
     """Per-class Dice ``2|P∩G| / (|P| + |G|)`` of semantic maps (exact, no epsilon).
 
-    Voxels whose gt is ``ignore_index`` are dropped. ``classes`` defaults to every class found
+    Voxels whose gt is ``ignore_index`` are dropped; pred ``ignore_index`` on a scored voxel is
+    a miss for the gt class (see the module docstring). ``classes`` defaults to every class found
     in gt or pred. A class absent from both is reported as ``None`` and excluded from the mean
     (the predecessor silently skipped it); ``include_background=False`` drops class 0.
 

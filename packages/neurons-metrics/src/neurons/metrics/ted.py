@@ -261,7 +261,8 @@ def tolerant_edit_distance(
 
     # candidate cells: max distance to the pred boundary <= tolerance
     bnd = _boundary(p)
-    options: dict[int, list[int]] = {}
+    opt_c: list[np.ndarray] = []  # (candidate cell, alternative pred index) pairs
+    opt_l: list[np.ndarray] = []
     if tolerance > 0 and n_cells:
         dist = (
             ndimage.distance_transform_edt(~bnd, sampling=res)
@@ -280,7 +281,7 @@ def tolerant_edit_distance(
             bl, bpos = bl[order], bpos[order]
             starts = np.flatnonzero(np.r_[True, bl[1:] != bl[:-1]])
             ends = np.r_[starts[1:], bl.size]
-            for s, e in zip(starts, ends, strict=True):
+            for s, e in zip(starts, ends, strict=True):  # one distance transform per label
                 lab = int(bl[s])
                 pts = bpos[s:e]
                 lo = np.maximum(pts.min(0) - reach, 0)
@@ -296,19 +297,25 @@ def tolerant_edit_distance(
                 near = ndimage.distance_transform_edt(src, sampling=res) <= tolerance + 1e-9
                 inside = np.bincount(cb[near], minlength=n_cells)
                 ok = cells_here[inside[cells_here] == cell_size[cells_here]]
-                for c in ok.tolist():
-                    options.setdefault(c, []).append(lab)
-        if allow_background and pb is not None and options:
-            bg_j = int(np.searchsorted(pids, pb))
-            bg_present = bg_j < pids.size and pids[bg_j] == pb
-            for c, labs in options.items():
-                if cell_pj[c] != bg_j and bg_j not in labs:
-                    labs.append(bg_j if bg_present else -1)
+                opt_c.append(ok)
+                opt_l.append(np.full(ok.size, lab, np.int64))
+    oc = np.concatenate(opt_c).astype(np.int64) if opt_c else np.zeros(0, np.int64)
+    ol = np.concatenate(opt_l) if opt_l else np.zeros(0, np.int64)
+    if allow_background and pb is not None and oc.size:
+        bg_j = int(np.searchsorted(pids, pb))
+        bg_present = bg_j < pids.size and pids[bg_j] == pb
+        with_opt = np.unique(oc)
+        has_bg = np.zeros(n_cells, bool)
+        has_bg[oc[ol == bg_j]] = True
+        add = with_opt[(cell_pj[with_opt] != bg_j) & ~has_bg[with_opt]]
+        oc = np.concatenate([oc, add])
+        ol = np.concatenate([ol, np.full(add.size, bg_j if bg_present else -1, np.int64)])
+    n_cand = int(np.unique(oc).size)
 
     chosen = cell_pj.copy()
     optimal = True
-    if options:
-        chosen, optimal = _solve(cell_g, cell_pj, cell_size, options, gb, pids, pb, time_limit)
+    if oc.size:
+        chosen, optimal = _solve(cell_g, cell_pj, cell_size, oc, ol, gb, pids, pb, time_limit)
     # chosen == -1 (pred background absent from pred) -> last entry
     label_of = np.concatenate([pids, np.array([pb if pb is not None else 0], pids.dtype)])
     tab = ContingencyTable(cell_g, label_of[chosen], cell_size)
@@ -316,7 +323,7 @@ def tolerant_edit_distance(
     relab = label_of[chosen[cells]] if return_relabelled else None
     return TEDResult(
         counts.splits, counts.merges, counts.false_positives, counts.false_negatives,
-        optimal, len(options), relab,
+        optimal, n_cand, relab,
     )  # fmt: skip
 
 
@@ -324,138 +331,120 @@ def _solve(
     cell_g: np.ndarray,
     cell_pj: np.ndarray,
     cell_size: np.ndarray,
-    options: dict[int, list[int]],
+    opt_c: np.ndarray,
+    opt_l: np.ndarray,
     gb: int | None,
     pids: np.ndarray,
     pb: int | None,
     time_limit: float | None,
 ) -> tuple[np.ndarray, bool]:
-    """Build and solve the TED integer program; returns the chosen pred index per cell."""
+    """Build and solve the TED integer program; returns the chosen pred index per cell.
+
+    ``opt_c``/``opt_l`` list the alternative pred index of each candidate cell (``-1``: pred
+    background absent from the prediction). The constraint matrix is assembled with numpy
+    from coordinate arrays (no loop over variables or labels).
+    """
     n_cells = cell_g.size
-    # x variables: candidate cells x options (own label first)
-    xc, xl = [], []
-    for c, labs in options.items():
-        for lab in [int(cell_pj[c]), *labs]:
-            xc.append(c)
-            xl.append(lab)
-    xc = np.asarray(xc, np.int64)
-    xl = np.asarray(xl, np.int64)
+    cand = np.unique(opt_c)
+    # x variables: candidate cells x options, own label first within each cell
+    xc = np.concatenate([cand, opt_c])
+    xl = np.concatenate([cell_pj[cand].astype(np.int64), opt_l])
+    o = np.argsort(xc, kind="stable")
+    xc, xl = xc[o], xl[o]
     nx = xc.size
     fixed = np.ones(n_cells, bool)
-    fixed[list(options)] = False
-    # gt label index per cell
+    fixed[cand] = False
     g_u, g_of_cell = np.unique(cell_g, return_inverse=True)
-    # m variables: every (g, label) reachable
-    mg = np.concatenate([g_of_cell[fixed], g_of_cell[xc]])
-    ml = np.concatenate([cell_pj[fixed], xl])
-    mkey = np.unique(np.stack([mg, ml], 1), axis=0)
-    nm = mkey.shape[0]
-    m_index = {(int(a), int(b)): i for i, (a, b) in enumerate(mkey.tolist())}
-    fixed_pairs = {
-        (int(a), int(b))
-        for a, b in zip(g_of_cell[fixed].tolist(), cell_pj[fixed].tolist(), strict=True)
-    }
-    labels_u = np.unique(mkey[:, 1])
-    ng, nl = g_u.size, labels_u.size
+    g_of_cell = g_of_cell.ravel().astype(np.int64)
+    ng = g_u.size
+    # m variables: every reachable (g, label) pair, keyed g * L + (label + 1)
+    span = np.int64(pids.size + 1)
+    fkey = g_of_cell[fixed] * span + cell_pj[fixed].astype(np.int64) + 1
+    xkey = g_of_cell[xc] * span + xl + 1
+    mkeys = np.unique(np.concatenate([fkey, xkey]))
+    nm = mkeys.size
+    m_g, m_l = mkeys // span, mkeys % span - 1
+    x_m = np.searchsorted(mkeys, xkey)
+    m_fixed = np.zeros(nm, bool)
+    m_fixed[np.searchsorted(mkeys, fkey)] = True
+    labels_u, m_li = np.unique(m_l, return_inverse=True)
+    m_li = m_li.ravel()
+    nl = labels_u.size
     # variable layout: [x (nx) | m (nm) | s (ng) | t (nl)]
-    ox, om, os_, ot = 0, nx, nx + nm, nx + nm + ng
+    om, os_, ot = nx, nx + nm, nx + nm + ng
     nv = ot + nl
-    gb_idx = int(np.searchsorted(g_u, gb)) if gb is not None else -1
-    if gb is not None and not (gb_idx < ng and g_u[gb_idx] == gb):
-        gb_idx = -1
+    gb_idx = -1
+    if gb is not None:
+        k = int(np.searchsorted(g_u, gb))
+        gb_idx = k if k < ng and g_u[k] == gb else -1
     pb_j = -1
     if pb is not None:
         j = int(np.searchsorted(pids, pb))
         pb_j = j if j < pids.size and pids[j] == pb else -1
-
-    def is_pbg(lab: int) -> bool:
-        return lab == -1 or (pb_j >= 0 and lab == pb_j)
-
-    rows, cols, vals, lo, hi = [], [], [], [], []
-    r = 0
-    # (1) one label per candidate cell
-    cell_rows = {}
-    for i, c in enumerate(xc.tolist()):
-        if c not in cell_rows:
-            cell_rows[c] = r
-            r += 1
-            lo.append(1)
-            hi.append(1)
-        rows.append(cell_rows[c])
-        cols.append(ox + i)
-        vals.append(1.0)
-    # (2) m[g, l] >= x[c, l]
-    for i, (c, lab) in enumerate(zip(xc.tolist(), xl.tolist(), strict=True)):
-        mi = m_index[(int(g_of_cell[c]), lab)]
-        rows += [r, r]
-        cols += [om + mi, ox + i]
-        vals += [1.0, -1.0]
-        lo.append(0)
-        hi.append(np.inf)
-        r += 1
-    # (3) m[g, l] <= sum_c x[c, l] (pairs not fixed by non-candidate cells)
-    by_pair: dict[tuple[int, int], list[int]] = {}
-    for i, (c, lab) in enumerate(zip(xc.tolist(), xl.tolist(), strict=True)):
-        by_pair.setdefault((int(g_of_cell[c]), lab), []).append(i)
-    for key, xs in by_pair.items():
-        if key in fixed_pairs:
-            continue
-        rows.append(r)
-        cols.append(om + m_index[key])
-        vals.append(1.0)
-        for i in xs:
-            rows.append(r)
-            cols.append(ox + i)
-            vals.append(-1.0)
-        lo.append(-np.inf)
-        hi.append(0)
-        r += 1
-    # (4) splits: sum_l m[g, l] - s_g <= 1 (g not background); (5) merges
-    lab_pos = {int(v): i for i, v in enumerate(labels_u.tolist())}
-    for gi in range(ng):
-        if gi == gb_idx:
-            continue
-        sel = np.flatnonzero(mkey[:, 0] == gi)
-        rows += [r] * (sel.size + 1)
-        cols += [*(om + sel).tolist(), os_ + gi]
-        vals += [1.0] * sel.size + [-1.0]
-        lo.append(-np.inf)
-        hi.append(1)
-        r += 1
-    for lab, li in lab_pos.items():
-        if is_pbg(lab):
-            continue
-        sel = np.flatnonzero((mkey[:, 1] == lab) & (mkey[:, 0] != gb_idx))
-        rows += [r] * (sel.size + 1)
-        cols += [*(om + sel).tolist(), ot + li]
-        vals += [1.0] * sel.size + [-1.0]
-        lo.append(-np.inf)
-        hi.append(1)
-        r += 1
+    m_pbg = (m_l == -1) | ((m_l == pb_j) if pb_j >= 0 else False)
+    lab_pbg = (labels_u == -1) | ((labels_u == pb_j) if pb_j >= 0 else False)
+    m_gbg = m_g == gb_idx
+    ix, im = np.arange(nx), np.arange(nm)
+    blocks = []  # (row, col, val) triples per constraint family, plus bounds
+    # (1) one label per candidate cell: sum_l x[c, l] == 1
+    r1 = np.searchsorted(cand, xc)
+    blocks.append((r1, ix, np.ones(nx), np.ones(cand.size), np.ones(cand.size)))
+    # (2) m[g, l] - x[c, l] >= 0
+    blocks.append((np.r_[ix, ix], np.r_[om + x_m, ix], np.r_[np.ones(nx), -np.ones(nx)],
+                   np.zeros(nx), np.full(nx, np.inf)))  # fmt: skip
+    # (3) m[g, l] - sum_c x[c, l] <= 0 for pairs not fixed by non-candidate cells
+    free = np.flatnonzero(~m_fixed)
+    row_of = np.full(nm, -1)
+    row_of[free] = np.arange(free.size)
+    xs = np.flatnonzero(~m_fixed[x_m])
+    blocks.append((np.r_[row_of[free], row_of[x_m[xs]]], np.r_[om + free, xs],
+                   np.r_[np.ones(free.size), -np.ones(xs.size)],
+                   np.full(free.size, -np.inf), np.zeros(free.size)))  # fmt: skip
+    # (4) splits: sum_l m[g, l] - s_g <= 1 for g not background
+    gs = np.flatnonzero(np.arange(ng) != gb_idx)
+    grow = np.full(ng, -1)
+    grow[gs] = np.arange(gs.size)
+    ms = im[~m_gbg]
+    blocks.append((np.r_[grow[m_g[ms]], grow[gs]], np.r_[om + ms, os_ + gs],
+                   np.r_[np.ones(ms.size), -np.ones(gs.size)],
+                   np.full(gs.size, -np.inf), np.ones(gs.size)))  # fmt: skip
+    # (5) merges: sum_g m[g, l] - t_l <= 1 over non-background g, for l not pred background
+    ls = np.flatnonzero(~lab_pbg)
+    lrow = np.full(nl, -1)
+    lrow[ls] = np.arange(ls.size)
+    mt = im[~m_gbg & ~lab_pbg[m_li]]
+    blocks.append((np.r_[lrow[m_li[mt]], lrow[ls]], np.r_[om + mt, ot + ls],
+                   np.r_[np.ones(mt.size), -np.ones(ls.size)],
+                   np.full(ls.size, -np.inf), np.ones(ls.size)))  # fmt: skip
+    rows, cols, vals, lo, hi, base = [], [], [], [], [], 0
+    for br, bc, bv, blo, bhi in blocks:
+        rows.append(br + base)
+        cols.append(bc)
+        vals.append(bv)
+        lo.append(blo)
+        hi.append(bhi)
+        base += blo.size
+    a = sparse.csr_array(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(base, nv)
+    )
     cost = np.zeros(nv)
-    cost[os_:ot] = 1.0
-    cost[ot:] = 1.0
-    for (gi, lab), mi in m_index.items():
-        if gi == gb_idx and not is_pbg(lab):
-            cost[om + mi] += 1.0  # false positive
-        elif gi != gb_idx and is_pbg(lab):
-            cost[om + mi] += 1.0  # false negative
+    cost[os_:] = 1.0  # splits and merges
+    cost[om:os_] = ((m_gbg & ~m_pbg) | (~m_gbg & m_pbg)).astype(float)  # false pos / neg
     own = xl == cell_pj[xc]
-    changeable = float(cell_size[list(options)].sum())
-    cost[ox : ox + nx] = np.where(own, 0.0, cell_size[xc] / (changeable + 1.0))
+    changeable = float(cell_size[cand].sum())
+    cost[:nx] = np.where(own, 0.0, cell_size[xc] / (changeable + 1.0))
     lb = np.zeros(nv)
+    lb[om:os_][m_fixed] = 1.0
     ub = np.full(nv, np.inf)
     ub[: nx + nm] = 1.0
-    for key in fixed_pairs:
-        lb[om + m_index[key]] = 1.0
     integrality = np.zeros(nv)
     integrality[: nx + nm] = 1
-    a = sparse.csr_array((vals, (rows, cols)), shape=(r, nv))
     opts = {"disp": False}
     if time_limit is not None:
         opts["time_limit"] = float(time_limit)
-    res = milp(cost, constraints=LinearConstraint(a, lo, hi), integrality=integrality,
-               bounds=Bounds(lb, ub), options=opts)  # fmt: skip
+    cons = LinearConstraint(a, np.concatenate(lo), np.concatenate(hi))
+    res = milp(cost, constraints=cons, integrality=integrality, bounds=Bounds(lb, ub),
+               options=opts)  # fmt: skip
     if res.x is None:
         raise TEDError(f"TED integer program not solved: {res.message}")
     x = res.x[:nx] > 0.5

@@ -4,6 +4,13 @@ Keys are array paths inside the store (``"volumes/raw"``); a store whose root is
 that holds exactly one array, needs no key. Voxel size: the array's ``resolution`` attribute
 (written by us, (z, y, x) nm), else OME-NGFF ``multiscales`` scale transforms (v0.4 and v0.5)
 converted from their axis units to nm.
+
+Writing with a voxel size stores ``resolution`` and, for an array inside a group (a key such as
+``"out.zarr:raw"`` or ``"out.zarr:0"``), OME-NGFF 0.5 ``multiscales`` metadata on its parent group
+(``attrs["ome"]``: axes z, y, x of type space in nanometer, one dataset with a ``scale``
+transform = the voxel size) so napari / neuroglancer see the scale. NGFF metadata lives on
+groups, so a root array (no key) gets ``resolution`` only. An existing ``multiscales`` of the
+parent that names other arrays is left alone.
 """
 
 from __future__ import annotations
@@ -175,3 +182,42 @@ def write(spec: WriteSpec, blocks: Blocks) -> None:
         z += block.shape[0]
     if spec.voxel_size is not None:
         arr.attrs["resolution"] = list(spec.voxel_size)
+        if spec.key is not None:
+            _write_ngff(node, name, spec)
+
+
+def ngff_multiscales(name: str, ndim: int, voxel_size: tuple[float, ...]) -> dict:
+    """One OME-NGFF ``multiscales`` entry: array ``name`` with spatial scale ``voxel_size`` (nm).
+
+    Examples
+    --------
+    >>> ms = ngff_multiscales("raw", 3, (40.0, 4.0, 4.0))
+    >>> [a["name"] for a in ms["axes"]], ms["datasets"][0]["coordinateTransformations"]
+    (['z', 'y', 'x'], [{'type': 'scale', 'scale': [40.0, 4.0, 4.0]}])
+    """
+    nsp = len(voxel_size)
+    axes = [{"name": n, "type": "space", "unit": "nanometer"} for n in "zyx"[-nsp:]]
+    extra = ndim - nsp  # 4-D arrays: a leading channel axis of scale 1
+    axes = [{"name": "c", "type": "channel"}] * extra + axes
+    scale = [1.0] * extra + [float(v) for v in voxel_size]
+    return {
+        "name": name,
+        "axes": axes,
+        "datasets": [
+            {"path": name, "coordinateTransformations": [{"type": "scale", "scale": scale}]}
+        ],
+    }
+
+
+def _write_ngff(group, name: str, spec: WriteSpec) -> None:
+    attrs = dict(group.attrs)
+    ome = dict(attrs.get("ome") or {})
+    old = ome.get("multiscales") or attrs.get("multiscales") or []
+    paths = {ds.get("path") for ms in old for ds in ms.get("datasets", [])}
+    if paths - {name}:
+        return  # the group already describes other arrays: do not rewrite it
+    ms = ngff_multiscales(name, len(spec.shape), spec.voxel_size)
+    if group.metadata.zarr_format == 3:
+        group.attrs["ome"] = {**ome, "version": "0.5", "multiscales": [ms]}
+    else:
+        group.attrs["multiscales"] = [{"version": "0.4", **ms}]
