@@ -19,6 +19,9 @@ def load_refs():
     return sys.modules[name]
 
 
+load_refs()  # test modules read it from sys.modules (conftest is imported before them)
+
+
 @pytest.fixture
 def labels2d():
     return load_refs().random_labels((14, 15), 6, b=2, seed=1)

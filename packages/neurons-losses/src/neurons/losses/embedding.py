@@ -58,11 +58,6 @@ def masked_mean(elem: Tensor, mask: Tensor) -> Tensor:
     return (per / n.clamp_min(1) * ok).sum() / ok.sum().clamp_min(1)
 
 
-def _rows(x: Tensor) -> Tensor:
-    """``(B, C, *sp) -> (B*N, C)``."""
-    return x.movedim(1, -1).reshape(-1, x.shape[1])
-
-
 def _check_pred(x: Tensor, name: str) -> Tensor:
     if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() not in (4, 5):
         shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
@@ -167,8 +162,7 @@ class CentroidEmbeddingLoss(nn.Module):
         with full_precision(embedding.device):
             emb = as_float(embedding)
             seg = segment_instances(labels)
-            rows = _rows(emb)
-            terms = discriminative_terms(rows, seg, delta_v=self.delta_v, delta_d=self.delta_d)
+            terms = discriminative_terms(emb, seg, delta_v=self.delta_v, delta_d=self.delta_d)
             out = {k: terms[k] for k in ("pull", "push", "norm")}
             loss = self.w_pull * out["pull"] + self.w_push * out["push"] + self.w_norm * out["norm"]
             heads = {"dir": self.proj_dir, "cov": self.proj_cov, "raw": self.proj_raw}
@@ -283,8 +277,9 @@ class SkeletonEmbeddingLoss(nn.Module):
         labels : Tensor
             ``(B, *spatial)`` instance ids.
         targets : mapping, optional
-            ``nearest``, ``edt_norm``, ``edt_grad`` from :func:`targets.skeleton_targets`
-            (computed here when missing).
+            ``nearest``, ``edt_norm``, ``edt_grad`` from :func:`targets.skeleton_targets`;
+            each missing one is computed here (``nearest`` from a supplied ``skeleton`` when
+            given), supplied ones are used as they are.
 
         Returns
         -------
@@ -299,8 +294,15 @@ class SkeletonEmbeddingLoss(nn.Module):
                 f"offsets: {offsets.shape[1]} channels for {s}-D labels; expected {s}"
             )
         tg = dict(targets or {})
-        if not all(k in tg for k in ("nearest", "edt_norm", "edt_grad")):
-            tg.update(T.skeleton_targets(labels))
+        # fill only the missing targets; supplied ones (and a supplied skeleton) are kept
+        if "nearest" not in tg:
+            tg["nearest"] = T.nearest_skeleton(labels, tg.get("skeleton"))
+        if "edt_norm" not in tg or "edt_grad" not in tg:
+            d = T.instance_edt(labels)
+            if "edt_norm" not in tg:
+                tg["edt_norm"] = T.normalized_edt(labels, edt=d)
+            if "edt_grad" not in tg:
+                tg["edt_grad"] = T.edt_gradient(labels, d)
         with full_precision(offsets.device):
             off = as_float(offsets)
             grid = T._coords(labels.shape[1:], labels.device, off.dtype).T
@@ -317,7 +319,7 @@ class SkeletonEmbeddingLoss(nn.Module):
             dn = _sample_own(tg["edt_norm"].to(off.dtype), labels, e)
             benefit = ((1 - dn) * fg).sum() / nfg
             seg = segment_instances(labels)
-            mu, _ = segment_means(_rows(e), seg)
+            mu, _ = segment_means(e, seg)
             push = reduce_groups(push_term(mu[: seg.num], seg, self.delta_push), seg) + off.sum() * 0
             loss = (self.w_pull * pull + self.w_push * push + self.w_penalty * penalty
                     + self.w_benefit * benefit)

@@ -19,7 +19,7 @@ from ._core import (
     full_precision,
     segment_instances,
 )
-from .embedding import _check_pred, _kind, _rows, masked_mean, regression
+from .embedding import _check_pred, _kind, masked_mean, regression
 
 __all__ = ["SemanticLoss", "InstanceLoss", "GeometryLoss", "VistaLoss", "Vista2DLoss",
            "Vista3DLoss"]
@@ -221,7 +221,7 @@ class InstanceLoss(nn.Module):
             w = instance_weights(labels, self.weight_edge, self.weight_bone,
                                  seg if classes is None else None)
             terms = discriminative_terms(
-                _rows(emb), seg, delta_v=self.delta_v, delta_d=self.delta_d,
+                emb, seg, delta_v=self.delta_v, delta_d=self.delta_d,
                 weights=None if w is None else w.to(emb.dtype),
             )
             loss = (self.weight_pull * terms["pull"] + self.weight_push * terms["push"]
@@ -236,12 +236,14 @@ class GeometryLoss(nn.Module):
     ``cov``: ``[S:S+S*S]`` vs the EDT structure tensor; both on foreground voxels, averaged over
     voxels and channels per sample then over samples with foreground.  ``raw``:
     ``sigmoid([S+S*S:])`` vs ``[img, img, img, fg]`` on *every* voxel (so alpha learns the
-    foreground).  Each term's ``loss_*`` is ``mse`` | ``l1`` | ``smooth_l1`` (aliases ``l2``,
-    ``mae``, ``huber``).  ``loss = weight_dir dir + weight_cov cov + weight_raw raw``.
+    foreground; needs ``image`` when ``weight_raw > 0``, else :class:`LossInputError`).
+    Each term's ``loss_*`` is ``mse`` | ``l1`` | ``smooth_l1`` (aliases ``l2``, ``mae``,
+    ``huber``).  ``loss = weight_dir dir + weight_cov cov + weight_raw raw``.
 
     Examples
     --------
-    >>> out = GeometryLoss()(torch.randn(1, 2 + 4 + 4, 12, 12), torch.randint(0, 3, (1, 12, 12)))
+    >>> geo, lab = torch.randn(1, 2 + 4 + 4, 12, 12), torch.randint(0, 3, (1, 12, 12))
+    >>> out = GeometryLoss()(geo, lab, image=torch.rand(1, 1, 12, 12))
     >>> sorted(out)
     ['cov', 'dir', 'loss', 'raw']
     """
@@ -305,7 +307,12 @@ class GeometryLoss(nn.Module):
                 e = regression(g[:, s:s + s * s], tg["structure"].to(g.dtype), self.loss_cov,
                                self.beta)
                 out["cov"] = masked_mean(e, fg)
-            if self.weight_raw > 0 and image is not None:
+            if self.weight_raw > 0:
+                if image is None:
+                    raise LossInputError(
+                        f"geometry: weight_raw={self.weight_raw} > 0 needs the raw image "
+                        "(B, 1, *spatial) in [0, 1]; pass image=... or set weight_raw=0"
+                    )
                 raw = T.geometry_targets(labels, image, direction=False, structure=False)["raw"]
                 e = regression(torch.sigmoid(g[:, s + s * s:]), raw.to(g.dtype), self.loss_raw,
                                self.beta)
@@ -327,8 +334,11 @@ class VistaLoss(nn.Module):
     ``weight_semantic * loss_sem + weight_instance * loss_ins + weight_geometry * loss_geom``)
     and the terms ``loss_sem``, ``loss_sem/ce``, ``loss_sem/dice``, ``loss_sem/iou``,
     ``loss_ins``, ``loss_ins/pull``, ``loss_ins/push``, ``loss_ins/norm`` and, when geometry is
-    enabled and predicted, ``loss_geom``, ``loss_geom/dir``, ``loss_geom/cov``,
-    ``loss_geom/raw``.  Unknown keyword arguments raise ``TypeError`` (typos never pass silently).
+    enabled (``weight_geometry > 0``; a missing ``geometry`` output then raises
+    :class:`LossInputError`), ``loss_geom``, ``loss_geom/dir``, ``loss_geom/cov``,
+    ``loss_geom/raw``.  Precomputed geometry targets in the batch (``direction``,
+    ``structure``, see :func:`targets.geometry_targets`) are passed to :class:`GeometryLoss`
+    instead of being recomputed every step.  Unknown keyword arguments raise ``TypeError`` (typos never pass silently).
 
     Examples
     --------
@@ -413,9 +423,16 @@ class VistaLoss(nn.Module):
         out["loss_ins"] = ins["loss"]
         for k in ("pull", "push", "norm"):
             out[f"loss_ins/{k}"] = ins[k]
-        if self.geometry is not None and outputs.get("geometry") is not None:
+        if self.geometry is not None:
+            if outputs.get("geometry") is None:
+                raise LossInputError(
+                    f"outputs: weight_geometry={self.weight_geometry} > 0 but no 'geometry' "
+                    f"prediction (got {sorted(outputs)}); enable the model's geometry head or "
+                    "set weight_geometry=0"
+                )
             image = tg.get("image")
-            geo = self.geometry(outputs["geometry"], tg["instance"], image)
+            pre = {k: tg[k] for k in ("direction", "structure") if tg.get(k) is not None}
+            geo = self.geometry(outputs["geometry"], tg["instance"], image, pre or None)
             total = total + self.weight_geometry * geo["loss"]
             out["loss_geom"] = geo["loss"]
             for k in ("dir", "cov", "raw"):
