@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Download microns from its official source: `python scripts/download_microns.py --output data/microns`.
 
-Resumable (HTTP Range), SHA-256 verified (`--verify` re-checks files on disk). See
-`neurons.data.download` for the sources and options.
+Reads the cutout through cloud-volume, writes each HDF5 file atomically and records its
+SHA-256 in SHA256SUMS (`--verify` re-checks files on disk). See `neurons.data.download`.
 """
 
 import sys

@@ -200,24 +200,73 @@ def test_misalignment_matches_shifted_reference():
         assert z1 - z0 == 1 if params["mode"] == "slip" else z1 == 8
 
 
+def _missing_reference(img, zs, mode):
+    """Per-section loop: fill each missing section from the nearest valid sections only."""
+    out = img.copy()
+    missing = set(int(z) for z in zs)
+    depth = img.shape[1]
+    for z in missing:
+        below = [v for v in range(z - 1, -1, -1) if v not in missing]
+        above = [v for v in range(z + 1, depth) if v not in missing]
+        lo, hi = (below[0] if below else None), (above[0] if above else None)
+        if lo is None and hi is None:
+            out[:, z] = 0
+        elif mode == "interpolate":
+            if lo is None or hi is None:
+                out[:, z] = img[:, lo if hi is None else hi]
+            else:
+                t = (z - lo) / (hi - lo)
+                out[:, z] = (1 - t) * img[:, lo] + t * img[:, hi]
+        elif mode == "copy":
+            if lo is None or (hi is not None and hi - z < z - lo):
+                out[:, z] = img[:, hi]
+            else:
+                out[:, z] = img[:, lo]
+        else:
+            out[:, z] = 0
+    return out
+
+
 @pytest.mark.parametrize("mode", ["interpolate", "zero", "copy"])
 def test_missing_section_modes(mode):
     rng = np.random.default_rng(0)
     img = rng.random((1, 10, 16, 16), dtype=np.float32)
     sample = {"image": img, "instance": np.ones((10, 16, 16), np.uint8)}
     t = RandMissingSection(p=1.0, max_sections=3, modes=[mode])
-    params = t.randomize(np.random.default_rng(3), (10, 16, 16))
-    out = t(sample, rng=np.random.default_rng(3))["image"]
-    zs = params["sections"]
-    assert zs.min() >= 1 and zs.max() <= 8 and out.shape == img.shape
-    expected = {
-        "interpolate": 0.5 * (img[:, zs - 1] + img[:, zs + 1]),
-        "zero": np.zeros_like(img[:, zs]),
-        "copy": img[:, zs - 1],
-    }[mode]
+    for seed in range(20):  # random draws, some with adjacent sections
+        params = t.randomize(np.random.default_rng(seed), (10, 16, 16))
+        out = t(sample, rng=np.random.default_rng(seed))["image"]
+        zs = params["sections"]
+        assert zs.min() >= 1 and zs.max() <= 8 and out.shape == img.shape
+        np.testing.assert_allclose(out, _missing_reference(img, zs, mode), rtol=1e-6, atol=1e-7)
+    # adjacent missing sections: 3, 4, 5 and 8 (valid neighbours 2 | 6 and 7 | 9)
+    zs = np.array([3, 4, 5, 8])
+    poisoned = img.copy()
+    poisoned[:, zs] = np.nan  # a missing section's own pixels must never be read
+    out = t.apply({"image": poisoned}, {"sections": zs, "mode": mode})["image"]
+    assert np.isfinite(out).all()
+    if mode == "interpolate":
+        # on a volume linear in z, interpolation between valid sections is exact
+        a, b = rng.random((2, 1, 1, 16, 16), dtype=np.float32)
+        ramp = a + b * np.arange(10, dtype=np.float32)[None, :, None, None]
+        ramp_in = ramp.copy()
+        ramp_in[:, zs] = np.nan
+        res = t.apply({"image": ramp_in}, {"sections": zs, "mode": mode})["image"]
+        np.testing.assert_allclose(res, ramp, rtol=1e-5)
+        expected = img[:, [2, 2, 2, 7]] + (np.array([1, 2, 3, 1]) / np.array([4, 4, 4, 2]))[
+            None, :, None, None
+        ] * (img[:, [6, 6, 6, 9]] - img[:, [2, 2, 2, 7]])
+    elif mode == "copy":
+        expected = img[:, [2, 2, 6, 7]]  # nearest valid; ties (4: 2 vs 6, 8: 7 vs 9) go below
+    else:
+        expected = np.zeros_like(img[:, zs])
     np.testing.assert_allclose(out[:, zs], expected, rtol=1e-6)
     others = np.setdiff1d(np.arange(10), zs)
     np.testing.assert_array_equal(out[:, others], img[:, others])
+    # no valid section at all: zero fill
+    everything = np.arange(10)
+    out = t.apply({"image": img}, {"sections": everything, "mode": mode})["image"]
+    np.testing.assert_array_equal(out, np.zeros_like(img))
 
 
 def test_line_kernel_and_helpers():
@@ -249,3 +298,46 @@ def test_bad_parameters_and_samples_raise():
         t({"image": np.zeros((1, 8, 8), np.float32), "instance": np.zeros((8, 8), np.float32)})
     with pytest.raises(AugmentationError, match="none of the keys"):
         t({"raw": np.zeros((8, 8))})
+
+
+def test_monai_compose_set_random_state_seeds_our_transforms():
+    from monai.transforms import Compose as MonaiCompose
+    from monai.transforms import Randomizable
+    from monai.utils import MAX_SEED
+
+    from neurons.data.transforms import Compose
+
+    names = ["flip", "elastic", "missing_section", "gaussian_noise"]
+    sample = make_sample(SHAPES[3])
+
+    def chain():
+        return [AUGMENTATIONS[n](p=1.0) for n in names]
+
+    assert all(isinstance(t, Randomizable) for t in chain())
+    pipe = MonaiCompose(chain())
+    first = pipe.set_random_state(seed=7)(dict(sample))
+    again = pipe.set_random_state(seed=7)(dict(sample))
+    other = pipe.set_random_state(seed=8)(dict(sample))
+    for key in ("image", "instance", "semantic"):
+        np.testing.assert_array_equal(first[key], again[key])
+    assert not np.array_equal(first["image"], other["image"])
+    # independent reference: MONAI hands transform i the i-th uint32 of RandomState(seed)
+    r = np.random.RandomState(7)
+    manual = dict(sample)
+    for t in chain():
+        manual = t.set_random_state(seed=int(r.randint(MAX_SEED, dtype="uint32")))(manual)
+    for key in ("image", "instance", "semantic"):
+        np.testing.assert_array_equal(first[key], manual[key])
+    # state= (MONAI's other argument) works too and is reproducible
+    a = AUGMENTATIONS["gaussian_noise"](p=1.0).set_random_state(state=np.random.RandomState(3))
+    b = AUGMENTATIONS["gaussian_noise"](p=1.0).set_random_state(state=np.random.RandomState(3))
+    np.testing.assert_array_equal(a(dict(sample))["image"], b(dict(sample))["image"])
+    with pytest.raises(AugmentationError, match="RandomState or Generator, got int"):
+        a.set_random_state(state=3)
+    # our own Compose nests in MONAI's and is seeded by it
+    ours = Compose(chain(), spatial_dims=3)
+    assert isinstance(ours, Randomizable)
+    nested = MonaiCompose([ours])
+    x = nested.set_random_state(seed=1)(dict(sample))["image"]
+    y = nested.set_random_state(seed=1)(dict(sample))["image"]
+    np.testing.assert_array_equal(x, y)

@@ -37,7 +37,9 @@ __all__ = [
     "RemoteFile",
     "download_file",
     "fetch",
+    "fetch_microns",
     "main",
+    "microns_filenames",
     "sha256sum",
     "verify_files",
 ]
@@ -243,11 +245,7 @@ def _read_manifest(folder: Path) -> dict[str, str]:
 
 
 def _write_manifest(folder: Path, entries: dict[str, str]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{MANIFEST}.")
-    with os.fdopen(fd, "w") as f:
-        for name in sorted(entries):
-            f.write(f"{entries[name]}  {name}\n")
-    os.replace(tmp, folder / MANIFEST)
+    _atomic_write_text(folder / MANIFEST, "".join(f"{entries[n]}  {n}\n" for n in sorted(entries)))
 
 
 def verify_files(files: Sequence[RemoteFile], output: str | Path) -> dict[str, str]:
@@ -270,16 +268,22 @@ def verify_files(files: Sequence[RemoteFile], output: str | Path) -> dict[str, s
     return report
 
 
-def _extract(archive: Path, output: Path) -> None:
+def _extract(archive: Path, output: Path, digest: str, *, force: bool = False) -> None:
+    """Extract the zip ``archive`` into ``output`` unless already done for this exact archive.
+
+    The marker ``output/.<archive>.extracted`` holds the archive's SHA-256: a different archive
+    under the same name (or ``force``) is extracted again. Members are extracted into a
+    temporary folder first and then renamed into place.
+    """
     marker = output / f".{archive.name}.extracted"
-    if marker.exists():
+    if not force and marker.exists() and marker.read_text().strip() == digest:
         return
     tmp = Path(tempfile.mkdtemp(dir=output, prefix=".extract-"))
     try:
         with zipfile.ZipFile(archive) as zf:
             for member in zf.namelist():
                 target = (tmp / member).resolve()
-                if not str(target).startswith(str(tmp.resolve())):
+                if not target.is_relative_to(tmp.resolve()):
                     raise DownloadError(f"{archive}: unsafe path {member!r} in archive")
             zf.extractall(tmp)
         for entry in tmp.iterdir():
@@ -293,7 +297,19 @@ def _extract(archive: Path, output: Path) -> None:
         raise DownloadError(f"{archive} is not a valid zip archive: {exc}") from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    marker.touch()
+    _atomic_write_text(marker, digest + "\n")
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def fetch(
@@ -311,10 +327,38 @@ def fetch(
     Files already present and matching their digest are skipped (unless ``force``). Digests
     of new downloads are recorded in ``output/SHA256SUMS``.
 
+    A download is checked against the published digest (``RemoteFile.sha256``) or, failing
+    that, the one recorded in ``SHA256SUMS`` *before* it is renamed into place: on a mismatch
+    the ``.part`` file is deleted, :class:`ChecksumError` is raised and a file already at the
+    destination is left untouched. With ``force`` the files are downloaded again (over a fresh
+    ``.part``, still verified against the recorded digest: delete the ``SHA256SUMS`` line to
+    accept a changed upstream file) and archives are extracted again. Archives are extracted
+    once per archive digest (a marker ``.<archive>.extracted`` holds it).
+
+    Parameters
+    ----------
+    files : sequence of RemoteFile
+        Files to fetch.
+    output : path
+        Output folder (created).
+    force : bool
+        Download and extract again even when present.
+    timeout, retries, backoff
+        Passed to :func:`download_file`.
+    log : callable
+        Receives progress messages.
+
     Returns
     -------
     dict
         ``{filename: sha256}`` of every file.
+
+    Raises
+    ------
+    ChecksumError
+        A file on disk or a new download does not match its expected digest.
+    DownloadError, OfflineError
+        See :func:`download_file`.
     """
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
@@ -332,27 +376,80 @@ def fetch(
                 )
             log(f"{spec.filename}: present")
         else:
-            if force and dest.exists():
-                dest.unlink()
+            if force:  # start over: never resume a partial transfer of an older run
+                dest.with_name(dest.name + ".part").unlink(missing_ok=True)
             log(f"downloading {spec.url} -> {dest}")
-            download_file(spec.url, dest, sha256=spec.sha256, timeout=timeout, retries=retries,
-                          backoff=backoff, log=log)
+            try:
+                download_file(spec.url, dest, sha256=expected, timeout=timeout, retries=retries,
+                              backoff=backoff, log=log)
+            except ChecksumError as exc:
+                origin = "published in SOURCES" if spec.sha256 else f"recorded in {output / MANIFEST}"
+                kept = f"; {dest} was left unchanged" if dest.exists() else ""
+                raise ChecksumError(f"{exc} (expected digest {origin}{kept})") from exc
             digest = sha256sum(dest)
-            if expected is not None and digest != expected.lower():
-                raise ChecksumError(
-                    f"{dest}: SHA-256 {digest} does not match the recorded {expected} in {MANIFEST}"
-                )
         digests[spec.filename] = digest
-        recorded[spec.filename] = digest
-        _write_manifest(output, recorded)
+        if recorded.get(spec.filename) != digest:
+            recorded[spec.filename] = digest
+            _write_manifest(output, recorded)
         if spec.extract:
-            _extract(dest, output)
+            _extract(dest, output, digest, force=force)
     return digests
 
 
 def _mirror(files: Sequence[RemoteFile], base_url: str) -> list[RemoteFile]:
     base = base_url if base_url.endswith("/") else base_url + "/"
     return [replace(f, url=base + f.filename) for f in files]
+
+
+def microns_filenames(mip: int, size: Sequence[int], seg_version: str) -> list[str]:
+    """Names of the EM and segmentation files :func:`fetch_microns` writes for these arguments.
+
+    Parameters
+    ----------
+    mip : int
+        Resolution level.
+    size : sequence of int
+        Cutout size ``(z, y, x)``; the file names carry the x extent.
+    seg_version : str
+        Segmentation version (e.g. ``"1300"``).
+
+    Returns
+    -------
+    list of str
+        ``[volume file, segmentation file]``.
+    """
+    dx = int(size[2])
+    return [f"minnie65_mip{mip}_crop_{dx}_volume.h5",
+            f"minnie65_mip{mip}_crop_{dx}_v{seg_version}_segmentation.h5"]
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that mean "the remote store could not be reached" (not a bad request).
+
+    Built-in connection / timeout / DNS errors, plus those of requests, urllib3 and botocore
+    when installed (cloud-volume's transports; requests' ``RequestException`` is deliberately
+    not included, so HTTP errors such as 404 propagate).
+    """
+    errors: list[type[BaseException]] = [ConnectionError, TimeoutError, socket.gaierror]
+    try:
+        import requests.exceptions as rex
+
+        errors += [rex.ConnectionError, rex.Timeout]
+    except ImportError:
+        pass
+    try:
+        import urllib3.exceptions as uex
+
+        errors += [uex.MaxRetryError, uex.NewConnectionError, uex.ProtocolError, uex.TimeoutError]
+    except ImportError:
+        pass
+    try:
+        import botocore.exceptions as bex
+
+        errors += [bex.EndpointConnectionError, bex.ConnectTimeoutError, bex.ReadTimeoutError]
+    except ImportError:
+        pass
+    return tuple(errors)
 
 
 def fetch_microns(
@@ -368,8 +465,39 @@ def fetch_microns(
 
     ``start``/``size`` are ``(z, y, x)`` voxels in the segmentation's grid at ``mip``; the EM is
     read at the same resolution (cloud-volume resolves the matching EM mip), so both files
-    share one voxel grid. Files: ``minnie65_mip{mip}_crop_{X}_volume.h5`` and
+    share one voxel grid. Files (:func:`microns_filenames`):
+    ``minnie65_mip{mip}_crop_{X}_volume.h5`` and
     ``minnie65_mip{mip}_crop_{X}_v{version}_segmentation.h5`` (dataset ``main``).
+
+    Both cutouts are read completely before anything is written; each file is written to a
+    temporary sibling and renamed into place, and its SHA-256 is recorded in
+    ``output/SHA256SUMS`` so that ``--verify`` can check it later.
+
+    Parameters
+    ----------
+    output : path
+        Output folder (created).
+    start, size : sequence of int
+        Cutout origin and extent ``(z, y, x)`` in voxels at ``mip``.
+    mip : int
+        Resolution level of the segmentation.
+    seg_version : str
+        Segmentation version, substituted into ``seg_url``.
+    em_url, seg_url : str
+        cloud-volume paths of the EM and the segmentation.
+
+    Returns
+    -------
+    list of Path
+        The EM and segmentation files.
+
+    Raises
+    ------
+    DownloadError
+        cloud-volume is not installed, or a cutout does not have the requested shape.
+    OfflineError
+        The cloud store could not be reached (connection, DNS or timeout errors only; any
+        other error of cloud-volume propagates unchanged).
     """
     try:
         from cloudvolume import CloudVolume
@@ -377,6 +505,8 @@ def fetch_microns(
         raise DownloadError(
             "MICrONS cutouts are read with cloud-volume: pip install 'neurons-data[cloud]'"
         ) from exc
+    import numpy as np
+
     from neurons.io import write_volume
 
     output = Path(output)
@@ -388,21 +518,37 @@ def fetch_microns(
                           fill_missing=True, progress=False)
         res = [float(r) for r in seg.resolution]  # x, y, z nm
         em = CloudVolume(em_url, mip=res, use_https=True, fill_missing=True, progress=False)
-        cut = {
-            "volume": em[x0:x0 + dx, y0:y0 + dy, z0:z0 + dz],
-            f"v{seg_version}_segmentation": seg[x0:x0 + dx, y0:y0 + dy, z0:z0 + dz],
-        }
-    except Exception as exc:  # cloud-volume raises many transport-specific types
-        raise OfflineError(f"cannot read MICrONS from the cloud ({exc!r}); are you offline?") from exc
+        cut = [em[x0:x0 + dx, y0:y0 + dy, z0:z0 + dz], seg[x0:x0 + dx, y0:y0 + dy, z0:z0 + dz]]
+    except _transport_errors() as exc:
+        raise OfflineError(
+            f"cannot read MICrONS from the cloud ({exc!r}); are you offline? Nothing was written "
+            f"to {output}"
+        ) from exc
+    arrays = []
+    for name, arr in zip(microns_filenames(mip, size, seg_version), cut, strict=True):
+        arr = np.asarray(arr)
+        if arr.ndim == 4:  # cloud-volume cutouts are (x, y, z, channel)
+            arr = arr[..., 0]
+        if arr.shape != (dx, dy, dz):
+            raise DownloadError(
+                f"{name}: cloud-volume returned a cutout of shape {arr.shape} (x, y, z), expected "
+                f"{(dx, dy, dz)} for start {tuple(start)} and size {tuple(size)} (z, y, x)"
+            )
+        arrays.append((name, np.ascontiguousarray(arr.transpose(2, 1, 0))))
+    recorded = _read_manifest(output)
     paths = []
-    for suffix, arr in cut.items():
-        import numpy as np
-
-        data = np.asarray(arr)[..., 0].transpose(2, 1, 0)
-        path = output / f"minnie65_mip{mip}_crop_{dx}_{suffix}.h5"
-        write_volume(str(path), data, key="main", voxel_size=(res[2], res[1], res[0]),
-                     compression="gzip")
+    for name, data in arrays:
+        path = output / name
+        tmp = output / f".{name}.{os.getpid()}.tmp.h5"
+        try:
+            write_volume(str(tmp), data, key="main", voxel_size=(res[2], res[1], res[0]),
+                         compression="gzip", format="hdf5")
+            recorded[name] = sha256sum(tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
         paths.append(path)
+    _write_manifest(output, recorded)
     return paths
 
 
@@ -432,8 +578,11 @@ def main(dataset: str, argv: Sequence[str] | None = None) -> int:
     try:
         if dataset == "microns":
             if args.verify:
-                print("MICrONS cutouts are produced locally; nothing to verify", file=sys.stderr)
-                return 0
+                names = microns_filenames(args.mip, args.size, args.seg_version)
+                report = verify_files([RemoteFile("", n) for n in names], args.output)
+                for name, status in report.items():
+                    print(f"{status:10s} {name}")
+                return 0 if all(s == "ok" for s in report.values()) else 1
             for p in fetch_microns(args.output, args.start, args.size, args.mip, args.seg_version):
                 print(f"wrote {p}")
             return 0

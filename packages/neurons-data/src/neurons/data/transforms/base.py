@@ -1,6 +1,8 @@
 """Building blocks shared by every EM augmentation.
 
-The protocol follows MONAI's dictionary transforms (``MapTransform`` + ``Randomizable``) with
+The protocol follows MONAI's dictionary transforms (``MapTransform`` + ``Randomizable``; every
+transform *is* a :class:`monai.transforms.Randomizable`, so ``monai.transforms.Compose([...])
+.set_random_state(seed)`` seeds it, and MONAI's caching datasets treat it as random) with
 two changes that make consistency and reproducibility hold by construction:
 
 * randomness comes from an explicit :class:`numpy.random.Generator` (passed per call or owned
@@ -21,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
+from monai.transforms import Randomizable
 
 from neurons.data.errors import DataError
 
@@ -30,6 +33,7 @@ __all__ = [
     "ProcessLocalGenerator",
     "RandomTransform",
     "reflect_coordinates",
+    "seed_from_state",
     "smooth_random_field",
 ]
 
@@ -203,7 +207,48 @@ class ProcessLocalGenerator:
         return self._gen
 
 
-class RandomTransform:
+def seed_from_state(
+    seed: int | None = None, state: np.random.RandomState | np.random.Generator | None = None
+) -> int | None:
+    """The integer seed meant by MONAI's ``set_random_state(seed, state)`` arguments.
+
+    Parameters
+    ----------
+    seed : int, optional
+        Used as is (it wins over ``state``, as in MONAI).
+    state : numpy.random.RandomState or numpy.random.Generator, optional
+        A seed is drawn from it (advancing it), so one state can seed several transforms.
+
+    Returns
+    -------
+    int or None
+        ``None`` when both are ``None`` (fresh OS entropy).
+
+    Raises
+    ------
+    AugmentationError
+        ``state`` is neither a ``RandomState`` nor a ``Generator``.
+
+    Examples
+    --------
+    >>> seed_from_state(state=np.random.RandomState(0))
+    2357136044
+    """
+    if seed is not None:
+        return int(seed)
+    if state is None:
+        return None
+    if isinstance(state, np.random.RandomState):
+        return int(state.randint(2**32, dtype=np.uint64))
+    if isinstance(state, np.random.Generator):
+        return int(state.integers(2**63))
+    raise AugmentationError(
+        "set_random_state: state must be a numpy RandomState or Generator, got "
+        f"{type(state).__name__}"
+    )
+
+
+class RandomTransform(Randomizable):
     """Base class: a randomised dictionary transform applied consistently to image and labels.
 
     Subclasses set :attr:`name`, :attr:`intensity_only` and implement :meth:`_draw` (parameters
@@ -243,9 +288,26 @@ class RandomTransform:
         self.set_random_state(seed)
 
     # -- randomness -----------------------------------------------------------------------
-    def set_random_state(self, seed: int | None = None) -> RandomTransform:
-        """Reset the transform's own generator (MONAI ``Randomizable`` style); returns ``self``."""
-        self._rng = ProcessLocalGenerator(seed)
+    def set_random_state(
+        self,
+        seed: int | None = None,
+        state: np.random.RandomState | np.random.Generator | None = None,
+    ) -> RandomTransform:
+        """Reset the transform's own generator (MONAI ``Randomizable`` interface).
+
+        Parameters
+        ----------
+        seed : int, optional
+            New seed (``None`` and no ``state`` = fresh OS entropy).
+        state : numpy.random.RandomState or numpy.random.Generator, optional
+            Used only without ``seed``: a seed is drawn from it (see :func:`seed_from_state`).
+
+        Returns
+        -------
+        RandomTransform
+            ``self``.
+        """
+        self._rng = ProcessLocalGenerator(seed_from_state(seed, state))
         return self
 
     @property

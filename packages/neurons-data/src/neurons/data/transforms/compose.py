@@ -6,6 +6,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from monai.transforms import Randomizable
 
 from neurons.data.transforms.base import (
     AugmentationError,
@@ -13,12 +14,13 @@ from neurons.data.transforms.base import (
     RandomTransform,
     Sample,
     _Views,
+    seed_from_state,
 )
 
 __all__ = ["Compose"]
 
 
-class Compose:
+class Compose(Randomizable):
     """Apply a sequence of :class:`RandomTransform` in order, drawing from one generator.
 
     Randomness: ``__call__(sample, rng)`` uses ``rng`` when given (the dataset can pass e.g.
@@ -73,10 +75,30 @@ class Compose:
         self.keys_label = tuple(labels)
         self.set_random_state(seed)
 
-    def set_random_state(self, seed: int | None = None) -> Compose:
-        """Re-seed the composition's own generator (MONAI ``Randomizable`` style); returns ``self``."""
-        self.seed = seed
-        self._rng = ProcessLocalGenerator(seed)
+    def set_random_state(
+        self,
+        seed: int | None = None,
+        state: np.random.RandomState | np.random.Generator | None = None,
+    ) -> Compose:
+        """Re-seed the composition's own generator (MONAI ``Randomizable`` interface).
+
+        The transforms inside draw from this one generator, so their own generators are not
+        used by :meth:`__call__` and are left alone.
+
+        Parameters
+        ----------
+        seed : int, optional
+            New seed (``None`` and no ``state`` = fresh OS entropy).
+        state : numpy.random.RandomState or numpy.random.Generator, optional
+            Used only without ``seed``: a seed is drawn from it.
+
+        Returns
+        -------
+        Compose
+            ``self``.
+        """
+        self.seed = seed_from_state(seed, state)
+        self._rng = ProcessLocalGenerator(self.seed)
         return self
 
     @property

@@ -1,7 +1,7 @@
 """Section-level EM artefacts: missing sections and misalignment (3-D data only).
 
 * :class:`RandMissingSection` replaces whole sections of the *image* (interpolated from the
-  neighbours, zero-filled or copied from the previous section). The depth never changes and
+  nearest non-missing sections, zero-filled or copied from the nearest non-missing one). The depth never changes and
   labels keep the true structure, which the network has to infer through the gap.
 * :class:`RandMisalignment` shifts one section (``slip``) or every section from a random index
   on (``translation``) by an integer in-plane offset. The shift is applied to image **and**
@@ -32,8 +32,11 @@ class RandMissingSection(RandomTransform):
     max_sections : int
         Largest number of sections replaced at once.
     modes : sequence of {"interpolate", "zero", "copy"}
-        Fill modes drawn uniformly: mean of the two neighbours, ``fill_value``, or a copy of
-        the previous section.
+        Fill modes drawn uniformly: linear interpolation between the nearest sections that
+        are *not* missing below and above (the mean of the two neighbours for an isolated
+        section), ``fill_value``, or a copy of the nearest non-missing section (the previous
+        one on a tie). Adjacent missing sections never read each other's original pixels;
+        with no valid section at all the fill is zero.
     fill_value : float
         Intensity used by ``"zero"``.
     **kwargs
@@ -74,18 +77,77 @@ class RandMissingSection(RandomTransform):
 
     def apply(self, sample: Sample, params: dict) -> Sample:
         out = dict(sample)
-        zs, mode = params["sections"], params["mode"]
+        zs, mode = np.asarray(params["sections"], dtype=np.intp), params["mode"]
         for key in self._image_keys(sample):
             img = sample[key]
             res = img.copy()
-            if mode == "interpolate":
-                res[:, zs] = 0.5 * (img[:, zs - 1] + img[:, zs + 1])
-            elif mode == "zero":
+            if mode == "zero":
                 res[:, zs] = self.fill_value
             else:
-                res[:, zs] = img[:, zs - 1]
+                res[:, zs] = _fill_from_valid(img, zs, mode)
             out[key] = res
         return out
+
+
+def _valid_neighbours(depth: int, missing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest non-missing section below / above every section (``-1`` / ``depth`` if none).
+
+    Parameters
+    ----------
+    depth : int
+        Number of sections.
+    missing : numpy.ndarray
+        Indices of the missing sections.
+
+    Returns
+    -------
+    lower, upper : numpy.ndarray
+        ``(depth,)`` intp arrays; for a valid section both equal its own index.
+    """
+    idx = np.arange(depth)
+    valid = np.ones(depth, dtype=bool)
+    valid[missing] = False
+    lower = np.maximum.accumulate(np.where(valid, idx, -1))
+    upper = np.minimum.accumulate(np.where(valid, idx, depth)[::-1])[::-1]
+    return lower, upper
+
+
+def _fill_from_valid(img: np.ndarray, zs: np.ndarray, mode: str) -> np.ndarray:
+    """Content of the missing sections ``zs`` of ``img`` ``(C, D, H, W)``, from valid ones only.
+
+    ``"interpolate"`` is linear in z between the nearest valid sections below and above
+    (the only valid one when one side has none); ``"copy"`` repeats the nearest valid section
+    (the lower one on a tie). With no valid section at all the result is zero. A missing
+    section never contributes its own (original) pixels, even when its neighbour is missing too.
+
+    Parameters
+    ----------
+    img : numpy.ndarray
+        Image ``(C, D, H, W)``.
+    zs : numpy.ndarray
+        Indices of the missing sections.
+    mode : {"interpolate", "copy"}
+        Fill rule.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(C, len(zs), H, W)`` in the dtype of ``img``.
+    """
+    depth = img.shape[1]
+    lower, upper = _valid_neighbours(depth, zs)
+    lo, hi = lower[zs], upper[zs]
+    has_lo, has_hi = lo >= 0, hi < depth
+    both = has_lo & has_hi
+    lo_c, hi_c = np.clip(lo, 0, depth - 1), np.clip(hi, 0, depth - 1)
+    if mode == "interpolate":
+        w_hi = np.where(both, (zs - lo) / np.where(both, hi - lo, 1), has_hi)
+    else:  # copy: nearest valid section, the lower one on a tie
+        w_hi = np.where(both, (hi - zs) < (zs - lo), has_hi)
+    w_hi = w_hi.astype(img.dtype)[None, :, None, None]
+    res = (1 - w_hi) * img[:, lo_c] + w_hi * img[:, hi_c]
+    res[:, ~(has_lo | has_hi)] = 0
+    return res.astype(img.dtype, copy=False)
 
 
 def _reflect_index(n: int, shift: int) -> np.ndarray:
