@@ -76,3 +76,44 @@ def test_unknown_loss_or_dataset_option_names_the_key():
         build_datamodule_from_cfg(compose_config("synthetic", ["+data.options.shapee=[8,8,8]"]))
     with pytest.raises(ConfigError, match="model"):
         build_model_from_cfg(compose_config("synthetic", ["+model.options.init_filterz=4"]))
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("++data.augment={elastic:{sigmaa:1.0}}", "data.augment.elastic"),
+        ("++data.augment={flipx:true}", "data.augment.flipx"),
+        ("++data.augment={flip:{p:2.0}}", "data.augment.flip"),
+        ("data.augment=3", "data.augment"),
+    ],
+)
+def test_bad_augmentation_names_the_key(override, key):
+    with pytest.raises(ConfigError) as err:
+        build_datamodule_from_cfg(compose_config("synthetic", [override]))
+    assert f"config key '{key}" in str(err.value)
+
+
+def test_cli_bad_augmentation_exits_2_naming_the_key(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "neurons.train.cli",
+            "--config-name",
+            "synthetic",
+            "++data.augment={elastic:{sigmaa:1.0}}",
+            f"training.output_dir={tmp_path / 'run'}",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "WANDB_MODE": "disabled"},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "data.augment.elastic" in res.stderr and "sigmaa" in res.stderr
+    assert "Traceback" not in res.stderr

@@ -102,3 +102,39 @@ def test_config_dir_env_override(tmp_path, monkeypatch):
         config_dir()
     (tmp_path / "default.yaml").write_text("seed: 1\n")
     assert config_dir() == tmp_path
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("+inference.block_sise=[8,8,8]", "inference.block_sise"),
+        ("inference.sw_batch_size=many", "inference.sw_batch_size"),
+        ("inference.overlap=8", "inference.overlap"),
+        ("inference.blend=median", "inference.blend"),
+        ("inference.decoder=kmeans", "inference.decoder"),
+        ("inference.tta=[flip]", "inference.tta[0]"),
+        ("inference.halo=[1.5,2,2]", "inference.halo"),
+        ("inference.intensity_range=[5,1]", "inference.intensity_range"),
+        ("inference.block_size=[0,64,64]", "inference.block_size"),
+    ],
+)
+def test_inference_section_is_typed(override, key):
+    with pytest.raises(ConfigError) as err:
+        compose_config("synthetic", [override])
+    assert key in str(err.value)
+
+
+def test_inference_overlap_is_a_fraction_and_halo_voxels():
+    cfg = compose_config(
+        "synthetic",
+        ["inference.overlap=0.5", "inference.halo=[2,8,8]", "inference.intensity_range=[0,4095]"],
+    )
+    assert cfg.inference.overlap == 0.5 and list(cfg.inference.halo) == [2, 8, 8]
+    with pytest.raises(ConfigError, match="inference.halo"):  # the fraction belongs elsewhere
+        compose_config("synthetic", ["inference.overlap=16"])
+    from neurons.train.config import to_plain_dict
+    from neurons.train.inference import settings_from_config
+
+    s = settings_from_config(to_plain_dict(cfg), 3)
+    assert s.window.overlap == 0.5 and s.overlap == (2, 8, 8)
+    assert s.window.intensity_range == (0.0, 4095.0)

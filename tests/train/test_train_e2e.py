@@ -312,3 +312,56 @@ def test_cli_missing_dataset_names_download_script(tmp_path):
     res = _run_cli(tmp_path, "--config-name", "combine")
     assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
     assert "scripts/download_" in res.stderr and "error" in res.stderr
+
+
+def test_bf16_mixed_fast_dev_run_on_cpu(tiny, tmp_path):
+    """``training.precision=bf16-mixed`` trains on a CPU: one real step, finite loss."""
+    losses = _Losses()
+    cfg = compose_config(
+        "synthetic",
+        tiny(
+            "training.fast_dev_run=true",
+            "training.precision=bf16-mixed",
+            "training.accelerator=cpu",
+        ),
+    )
+    result = run_training(cfg, extra_callbacks=[losses])
+    assert result.trainer.global_step == 1
+    assert result.trainer.precision == "bf16-mixed"
+    assert losses.values, "no training batch ran"
+    assert all(torch.isfinite(torch.tensor(v)) for v in losses.values), losses.values
+    assert torch.isfinite(torch.as_tensor(result.trainer.logged_metrics["train/loss"]))
+
+
+@pytest.mark.slow
+def test_wandb_offline_run_writes_offline_folder(tiny, tmp_path, monkeypatch):
+    """With WANDB_MODE unset, ``logging.wandb.mode=offline`` really runs W&B offline."""
+    wandb = pytest.importorskip("wandb")
+    wandb.finish()  # a run left open by an earlier test (e.g. a disabled one) would be reused
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    wdir = tmp_path / "wandb_dir"
+    wdir.mkdir()
+    monkeypatch.setenv("WANDB_DIR", str(wdir))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = compose_config(
+        "synthetic",
+        tiny(
+            "logging.loggers=[wandb]",
+            "logging.wandb.mode=offline",
+            "training.max_steps=1",
+            "data.samples_per_epoch=2",
+            "training.limit_val_batches=1",
+            "training.modes=[automatic]",
+        ),
+    )
+    try:
+        result = run_training(cfg)
+        names = [type(lg).__name__ for lg in result.trainer.loggers]
+        assert names == ["WandbLogger"]
+    finally:
+        wandb.finish()
+    # the logger's save_dir (training.output_dir) takes precedence over WANDB_DIR
+    runs = [p for p in tmp_path.rglob("offline-run-*") if p.is_dir()]
+    assert runs, sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))[:30]
+    assert any(any(r.glob("*.wandb")) for r in runs)

@@ -122,3 +122,17 @@ def test_score_patch_against_sklearn_and_hand_counts():
     perfect = score_patch(gt, gt, gsem, gsem)
     assert perfect["ari"] == pytest.approx(1.0) and perfect["arand"] == pytest.approx(0.0)
     assert perfect["voi"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_embedding_pca_survives_a_failing_eigh(monkeypatch):
+    """bf16 embeddings made LAPACK eigh fail intermittently inside validation: fall back."""
+    import torch
+
+    def boom(*_a, **_k):
+        raise torch.linalg.LinAlgError("linalg.eigh: The algorithm failed to converge")
+
+    monkeypatch.setattr(torch.linalg, "eigh", boom)
+    e = torch.arange(4 * 6 * 5, dtype=torch.float32).reshape(4, 6, 5)
+    img = embedding_pca(e)
+    assert img.shape == (6, 5, 3) and img.dtype.name == "uint8"
+    assert img.max() == 255  # channels 0..2, each stretched to the full range

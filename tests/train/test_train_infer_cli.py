@@ -129,3 +129,97 @@ def test_cli_reports_errors(tmp_path, volume_files, capsys):
     assert "bad.ckpt" in capsys.readouterr().err
     with pytest.raises(InferenceError, match="needs a checkpoint"):
         run_inference(None, d / "vol.h5:raw", tmp_path / "o.h5")
+
+
+class _Recorder(torch.nn.Module):
+    """Stands in for the network: remembers every window it is given, predicts background."""
+
+    def __init__(self):
+        super().__init__()
+        self.inputs: list[torch.Tensor] = []
+
+    def forward(self, x):
+        self.inputs.append(x.detach().clone())
+        b, _, *sp = x.shape
+        sem = torch.zeros((b, 5, *sp))
+        sem[:, 0] = 10.0
+        return {"semantic": sem, "instance": torch.zeros((b, 4, *sp))}
+
+
+def _one_window(shape):
+    """run_inference options that predict the whole volume as one window, one block."""
+    return dict(
+        window=shape,
+        block_size=shape,
+        overlap=(0, 0, 0),
+        scheduler="sync",
+        device="cpu",
+        previews=False,
+        decoder="watershed",
+    )
+
+
+@pytest.mark.parametrize(
+    ("dtype", "lo", "hi"),
+    [(np.uint16, 1000, 5000), (np.float32, -3.0, 7.0)],
+)
+def test_inference_normalises_like_the_training_pipeline(tmp_path, dtype, lo, hi):
+    """A non-uint8 volume reaches the network scaled exactly as training scales it."""
+    from neurons.data import ArraySource, LabeledVolume
+
+    rng = np.random.default_rng(3)
+    raw = rng.uniform(lo, hi, (6, 20, 24)).astype(dtype)
+    raw.flat[0], raw.flat[-1] = lo, hi  # the range is non-trivial and known
+    write_volume(tmp_path / "vol.h5:raw", raw)
+    # what the training datamodules feed the network: LabeledVolume over the file
+    train_vol = LabeledVolume(
+        name="v", dataset="test", image=ArraySource.from_file(tmp_path / "vol.h5", "raw")
+    )
+    expected = train_vol.read()["image"]
+    assert expected.min() == 0.0 and expected.max() == 1.0
+
+    cfg = {"data": {"patch_size": list(raw.shape)}, "inference": {"intensity_range": None}}
+    model = _Recorder()
+    run_inference(
+        None,
+        tmp_path / "vol.h5:raw",
+        tmp_path / "seg.h5",
+        model=model,
+        cfg=cfg,
+        **_one_window(raw.shape),
+    )
+    assert len(model.inputs) == 1
+    got = model.inputs[0][0, 0].numpy()
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_inference_intensity_range_from_config_and_cli_override(tmp_path):
+    raw = np.arange(6 * 8 * 8, dtype=np.uint16).reshape(6, 8, 8) * 10
+    write_volume(tmp_path / "vol.h5:raw", raw)
+    kw = _one_window(raw.shape)
+    cfg = {"data": {"patch_size": list(raw.shape)}, "inference": {"intensity_range": [100, 1100]}}
+    model = _Recorder()
+    run_inference(None, tmp_path / "vol.h5:raw", tmp_path / "a.h5", model=model, cfg=cfg, **kw)
+    want = np.clip((raw.astype(np.float32) - 100) * np.float32(1 / 1000), 0, 1)
+    np.testing.assert_array_equal(model.inputs[0][0, 0].numpy(), want)
+    model = _Recorder()
+    run_inference(
+        None,
+        tmp_path / "vol.h5:raw",
+        tmp_path / "b.h5",
+        model=model,
+        cfg=cfg,
+        intensity_range=(0, 20000),
+        **kw,
+    )
+    np.testing.assert_allclose(model.inputs[0][0, 0].numpy(), raw / 20000, rtol=1e-6)
+    with pytest.raises(InferenceError, match="lo < hi"):
+        run_inference(
+            None,
+            tmp_path / "vol.h5:raw",
+            tmp_path / "c.h5",
+            model=_Recorder(),
+            cfg=cfg,
+            intensity_range=(5, 5),
+            **kw,
+        )

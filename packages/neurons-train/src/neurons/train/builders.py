@@ -174,6 +174,40 @@ def datamodule_kwargs(cfg: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     return name, kwargs
 
 
+def _check_augment(augment: Any, spatial_dims: int) -> None:
+    """Build ``data.augment`` once so a bad value fails here, naming ``data.augment.<key>``.
+
+    :func:`neurons.data.build_augmentation` reports problems as ``AugmentationError`` (a
+    ``DataError``/``ValueError``) without the config path; each top-level entry is tried on its
+    own (with the global ``anisotropic`` flag) to find the key to name.
+    """
+    if augment is None or isinstance(augment, bool) or callable(augment):
+        return
+    from neurons.data import DataError, build_augmentation
+
+    if not isinstance(augment, Mapping):
+        raise ConfigError(
+            f"config key 'data.augment' = {augment!r}: expected true, false or a mapping of "
+            "augmentation parameters"
+        )
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(augment, DictConfig):
+        params = dict(OmegaConf.to_container(augment, resolve=True))  # type: ignore[arg-type]
+    else:
+        params = dict(augment)
+    try:
+        build_augmentation(params, spatial_dims)
+    except (DataError, ValueError, TypeError) as exc:
+        glob = {k: params[k] for k in ("anisotropic",) if k in params}
+        for key, value in params.items():
+            try:
+                build_augmentation({**glob, key: value}, spatial_dims)
+            except (DataError, ValueError, TypeError):
+                raise ConfigError(f"config key 'data.augment.{key}' = {value!r}: {exc}") from exc
+        raise ConfigError(f"config key 'data.augment' = {params!r}: {exc}") from exc
+
+
 def build_datamodule_from_cfg(cfg: Mapping[str, Any], *, setup_stage: str | None = None) -> Any:
     """The LightningDataModule described by ``cfg["data"]``.
 
@@ -191,7 +225,8 @@ def build_datamodule_from_cfg(cfg: Mapping[str, Any], *, setup_stage: str | None
     Raises
     ------
     ConfigError
-        A key the datamodule does not accept (named as ``data.options.<key>``).
+        A key the datamodule does not accept (named as ``data.options.<key>``), or an invalid
+        augmentation entry (named as ``data.augment.<key>``).
     DatasetFilesMissingError
         The dataset's files are absent; the message names the download script.
     """
@@ -203,6 +238,7 @@ def build_datamodule_from_cfg(cfg: Mapping[str, Any], *, setup_stage: str | None
         MissingDataError = FileNotFoundError  # noqa: N806
 
     name, kwargs = datamodule_kwargs(cfg)
+    _check_augment(kwargs.get("augment"), len(kwargs["patch_size"]))
     root = kwargs.get("root")
     if name not in ("synthetic", "combine") and root is not None and not Path(root).exists():
         raise _missing(name, root, f"Folder {str(Path(root).resolve())!r} does not exist.")
@@ -217,4 +253,10 @@ def build_datamodule_from_cfg(cfg: Mapping[str, Any], *, setup_stage: str | None
         raise _missing(name, root, msg) from exc
     except TypeError as exc:
         raise ConfigError(f"config section 'data' ({name}): {exc}") from exc
+    except ValueError as exc:
+        from neurons.data.transforms import AugmentationError
+
+        if isinstance(exc, AugmentationError):  # e.g. a combination only setup() can check
+            raise ConfigError(f"config key 'data.augment': {exc}") from exc
+        raise
     return dm

@@ -24,6 +24,7 @@ from neurons.train.errors import ConfigError
 
 __all__ = [
     "CONFIG_NAMES",
+    "InferenceConfig",
     "TrainConfig",
     "compose_config",
     "config_dir",
@@ -172,6 +173,67 @@ class CheckpointConfig:
 
 
 @dataclass
+class InferenceConfig:
+    """Defaults of ``neurons-infer`` / :func:`neurons.train.inference.run_inference`.
+
+    Stored in every checkpoint with the rest of the config and read back by
+    :func:`neurons.train.inference.settings_from_config`.
+
+    Two different overlaps exist; do not confuse them:
+
+    * ``overlap`` -- **fraction** (in ``[0, 1)``) of the sliding *window* shared by neighbouring
+      windows (stride = ``window * (1 - overlap)``). CLI: ``--window-overlap``.
+    * ``halo`` -- **voxels** of overlap between neighbouring *blocks*, used to match instance
+      ids across blocks (null: window / 4). CLI: ``--overlap`` (voxels, 1 or per axis).
+
+    Attributes
+    ----------
+    patch_size, window : list of int or None
+        Sliding-window size (null: ``data.patch_size``); ``window`` is an alias.
+    overlap : float
+        Window overlap fraction, ``0 <= overlap < 1``.
+    sw_batch_size : int
+        Windows per forward pass (>= 1).
+    blend : str
+        ``gaussian`` or ``constant``.
+    tta : list of str
+        ``[]`` (none) or ``[flips]``.
+    block_size : list of int or None
+        Block core size in voxels (2 values for 2D models; null: 64x256x256 / 1024x1024).
+    halo : int, list of int or None
+        Block overlap in voxels (see above).
+    decoder : str
+        ``auto``, ``embedding`` or ``watershed``.
+    bandwidth : float or None
+        Mean-shift bandwidth (null: the loss' ``delta_v``).
+    min_size : int
+        Objects smaller than this (voxels) are removed.
+    threshold, seed_threshold, sigma : float
+        Watershed decoder foreground / seed thresholds and smoothing.
+    intensity_range : list of float or None
+        ``[lo, hi]`` raw intensities mapped to [0, 1] at inference. Null (default): the range
+        the training pipeline uses for each volume (``neurons.data.LabeledVolume``: uint8 ->
+        0..255, otherwise the sampled min/max), so inference input matches training input.
+    """
+
+    patch_size: list[int] | None = None
+    window: list[int] | None = None
+    overlap: float = 0.25
+    sw_batch_size: int = 2
+    blend: str = "gaussian"
+    tta: list[str] = field(default_factory=list)
+    block_size: list[int] | None = None
+    halo: Any = None
+    decoder: str = "auto"
+    bandwidth: float | None = None
+    min_size: int = 50
+    threshold: float = 0.5
+    seed_threshold: float | None = 0.9
+    sigma: float = 0.0
+    intensity_range: list[float] | None = None
+
+
+@dataclass
 class TrainConfig:
     """The full training configuration (top-level groups of every YAML in ``configs/``)."""
 
@@ -186,7 +248,7 @@ class TrainConfig:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    inference: dict[str, Any] = field(default_factory=dict)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
 
 
 _CHOICES: dict[str, tuple[str, ...]] = {
@@ -198,6 +260,8 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "training.validation.decoder": ("components", "embedding"),
     "logging.progress_bar": ("rich", "tqdm", "none"),
     "checkpoint.mode": ("min", "max"),
+    "inference.blend": ("gaussian", "constant"),
+    "inference.decoder": ("auto", "embedding", "watershed"),
 }
 _LOGGERS = ("tensorboard", "wandb", "csv")
 _WANDB_MODES = ("online", "offline", "disabled")
@@ -264,6 +328,45 @@ def _check_choice(cfg: Mapping[str, Any], key: str, choices: Iterable[str]) -> N
         raise ConfigError(f"config key {key!r} = {node!r}: expected one of {sorted(choices)}")
 
 
+def _inference_checks(inf: dict[str, Any]) -> None:
+    ov = inf["overlap"]
+    if not 0.0 <= ov < 1.0:
+        raise ConfigError(
+            f"config key 'inference.overlap' = {ov}: expected a fraction of the window in [0, 1) "
+            "(the block overlap in voxels is 'inference.halo')"
+        )
+    if inf["sw_batch_size"] < 1:
+        raise ConfigError(
+            f"config key 'inference.sw_batch_size' = {inf['sw_batch_size']}: expected >= 1"
+        )
+    for i, t in enumerate(inf["tta"]):
+        if t != "flips":
+            raise ConfigError(f"config key 'inference.tta[{i}]' = {t!r}: expected 'flips'")
+    for key in ("patch_size", "window", "block_size"):
+        v = inf[key]
+        if v is not None and (len(v) not in (2, 3) or any(int(x) < 1 for x in v)):
+            raise ConfigError(
+                f"config key 'inference.{key}' = {v}: expected null or 2 (2D) / 3 (3D) "
+                "positive sizes"
+            )
+    halo = inf["halo"]
+    ok = halo is None or (isinstance(halo, int) and not isinstance(halo, bool) and halo >= 0)
+    if isinstance(halo, list):
+        ok = len(halo) in (2, 3) and all(
+            isinstance(h, int) and not isinstance(h, bool) and h >= 0 for h in halo
+        )
+    if not ok:
+        raise ConfigError(
+            f"config key 'inference.halo' = {halo!r}: expected null, a voxel count >= 0 "
+            "or one per axis"
+        )
+    rng = inf["intensity_range"]
+    if rng is not None and (len(rng) != 2 or not rng[1] > rng[0]):
+        raise ConfigError(
+            f"config key 'inference.intensity_range' = {rng}: expected null or [lo, hi] with lo < hi"
+        )
+
+
 def _semantic_checks(c: dict[str, Any]) -> None:
     for key, choices in _CHOICES.items():
         _check_choice(c, key, choices)
@@ -304,6 +407,7 @@ def _semantic_checks(c: dict[str, Any]) -> None:
         raise ConfigError(
             f"config key 'logging.wandb.mode' = {wmode!r}: expected null or one of {_WANDB_MODES}"
         )
+    _inference_checks(c["inference"])
     if c["optimizer"]["lr"] <= 0:
         raise ConfigError(f"config key 'optimizer.lr' = {c['optimizer']['lr']}: expected > 0")
     if len(c["optimizer"]["betas"]) != 2:

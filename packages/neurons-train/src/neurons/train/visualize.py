@@ -75,13 +75,24 @@ def semantic_colours(classes: np.ndarray) -> np.ndarray:
 
 
 def embedding_pca(embedding: torch.Tensor | np.ndarray) -> np.ndarray:
-    """First three principal components of an ``(E, H, W)`` embedding as an RGB image."""
+    """First three principal components of an ``(E, H, W)`` embedding as an RGB image.
+
+    Degenerate embeddings (e.g. bf16-quantised outputs with repeated values, where LAPACK's
+    ``eigh`` can fail to converge) fall back to the first channels instead of raising: a
+    preview must never stop training.
+    """
     e = torch.as_tensor(embedding, dtype=torch.float32)
     c = e.shape[0]
     x = e.reshape(c, -1)
     x = x - x.mean(dim=1, keepdim=True)
-    cov = x @ x.T / max(x.shape[1] - 1, 1)
-    _, vecs = torch.linalg.eigh(cov)  # ascending eigenvalues
+    x64 = x.double()
+    cov = x64 @ x64.T / max(x.shape[1] - 1, 1)
+    cov = cov + torch.eye(c, dtype=cov.dtype) * (1e-9 * float(cov.diagonal().abs().max()) + 1e-12)
+    try:
+        _, vecs = torch.linalg.eigh(cov)  # ascending eigenvalues
+        vecs = vecs.float()
+    except RuntimeError:  # torch.linalg.LinAlgError: ill-conditioned covariance
+        vecs = torch.eye(c).flip(-1)  # "components" = channels 0, 1, 2
     k = min(3, c)
     comps = vecs[:, -k:].flip(-1).T @ x  # (k, N)
     lo = comps.min(dim=1, keepdim=True).values

@@ -27,6 +27,7 @@ from .sliding import (
     normalize_intensity,
     predict_region,
     predict_volume,
+    training_intensity_range,
     window_starts,
 )
 from .stitch import (
@@ -65,6 +66,7 @@ __all__ = [
     "normalize_intensity",
     "predict_region",
     "predict_volume",
+    "training_intensity_range",
     "preview_paths",
     "relabel_sequential",
     "remove_small_objects",

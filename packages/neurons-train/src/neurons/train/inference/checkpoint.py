@@ -7,7 +7,10 @@ Keys read from the config's ``inference`` section (all optional): ``patch_size``
 ``overlap`` (fraction of the window shared by neighbouring windows, < 1), ``sw_batch_size``,
 ``blend`` (``gaussian`` | ``constant``), ``tta``, ``block_size``, ``halo`` (voxels of block
 overlap used to match ids), ``decoder``, ``bandwidth``, ``min_size``, ``threshold``,
-``seed_threshold``, ``sigma``.
+``seed_threshold``, ``sigma``, ``intensity_range`` (``[lo, hi]`` scaling raw intensities to
+[0, 1]; null: the range training uses for the input volume, see
+:func:`~.sliding.training_intensity_range`). The schema of that section is
+:class:`neurons.train.config.InferenceConfig`.
 """
 
 from __future__ import annotations
@@ -107,6 +110,22 @@ def _tta(value: Any) -> str | None:
     return "flips"
 
 
+def _intensity_range(value: Any) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise CheckpointError(
+            f"config key 'inference.intensity_range' = {value!r}: expected null or [lo, hi]"
+        ) from None
+    if not hi > lo:
+        raise CheckpointError(
+            f"config key 'inference.intensity_range' = {value!r}: expected lo < hi"
+        )
+    return lo, hi
+
+
 @dataclass
 class InferenceSettings:
     """Sliding-window, decoder and block settings derived from a training config."""
@@ -159,6 +178,7 @@ def settings_from_config(
         blend=str(inf.get("blend", "gaussian")),
         tta=_tta(inf.get("tta")),
         activation={"semantic": activation},
+        intensity_range=_intensity_range(inf.get("intensity_range")),
     )
     dec = DecodeConfig(
         method=str(inf.get("decoder", "auto")),

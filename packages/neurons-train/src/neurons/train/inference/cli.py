@@ -58,7 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=None,
         metavar="N",
-        help="block halo used to match ids across blocks (voxels)",
+        help=(
+            "block halo used to match ids across blocks, in VOXELS (1 or per axis; config key "
+            "inference.halo). Not the window overlap: that is --window-overlap, a fraction "
+            "(config key inference.overlap)"
+        ),
     )
     p.add_argument(
         "--window",
@@ -71,7 +75,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--window-overlap",
         type=float,
         default=None,
-        help="fraction shared by neighbouring windows (default 0.25)",
+        help=(
+            "FRACTION of the sliding window shared by neighbouring windows, in [0, 1) "
+            "(default: config key inference.overlap, 0.25)"
+        ),
+    )
+    p.add_argument(
+        "--intensity-range",
+        nargs=2,
+        type=float,
+        default=None,
+        metavar=("LO", "HI"),
+        help=(
+            "raw intensities mapped to [0, 1] (default: config inference.intensity_range, else "
+            "the range training computes per volume: uint8 0..255, otherwise sampled min/max)"
+        ),
     )
     p.add_argument("--batch-size", type=int, default=None, help="windows per forward pass")
     p.add_argument("--tta", choices=["none", "flips"], default=None, help="test-time augmentation")
@@ -162,6 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 overlap=_ints(args.overlap),
                 window=_ints(args.window) if args.window else None,
                 window_overlap=args.window_overlap,
+                intensity_range=args.intensity_range,
                 batch_size=args.batch_size,
                 tta=args.tta,
                 decoder=args.decoder,

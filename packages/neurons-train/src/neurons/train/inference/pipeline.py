@@ -15,6 +15,7 @@ import numpy as np
 from .checkpoint import InferenceSettings, load_model, settings_from_config
 from .errors import InferenceError
 from .previews import preview_paths, write_previews
+from .sliding import training_intensity_range
 from .stitch import Predictor, SegmentationResult, segment_blockwise
 
 __all__ = ["InferenceRun", "evaluate_segmentation", "run_inference"]
@@ -92,6 +93,7 @@ def run_inference(
     window_overlap: float | None = None,
     batch_size: int | None = None,
     tta: str | None = None,
+    intensity_range: Sequence[float] | None = None,
     decoder: str | None = None,
     bandwidth: float | None = None,
     min_size: int | None = None,
@@ -120,6 +122,11 @@ def run_inference(
         :func:`~.checkpoint.settings_from_config`).
     window, window_overlap, batch_size, tta : optional
         Sliding-window overrides.
+    intensity_range : (lo, hi), optional
+        Raw intensity range mapped to [0, 1] (then clipped). Default: ``inference.intensity_range``
+        of the config, else the range the training pipeline computes for this volume
+        (:func:`~.sliding.training_intensity_range`: uint8 -> 0..255, otherwise the sampled
+        min/max), so the network sees the same input scaling as in training.
     decoder, bandwidth, min_size : optional
         Decoder overrides (``auto``/``embedding``/``watershed``).
     decode_options : dict, optional
@@ -162,6 +169,11 @@ def run_inference(
     if tta is not None:
         sw = replace(sw, tta=None if tta == "none" else tta)
     sw = replace(sw, device=dev)
+    if intensity_range is not None:
+        lo, hi = (float(v) for v in intensity_range)
+        if not hi > lo:
+            raise InferenceError(f"intensity_range must satisfy lo < hi, got {intensity_range!r}")
+        sw = replace(sw, intensity_range=(lo, hi))
     dec = settings.decode
     if decoder is not None:
         dec = replace(dec, method=decoder)
@@ -186,6 +198,8 @@ def run_inference(
                 f"{input}: volume of shape {vshape} does not fit a {sw.ndim}-D model "
                 f"(window {sw.window})"
             )
+        if sw.intensity_range is None:
+            sw = replace(sw, intensity_range=training_intensity_range(vol))
         bs = block_size if block_size is not None else settings.block_size
         ov = overlap if overlap is not None else settings.overlap
         if planewise:

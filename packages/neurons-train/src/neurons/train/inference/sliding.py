@@ -28,6 +28,7 @@ __all__ = [
     "normalize_intensity",
     "predict_region",
     "predict_volume",
+    "training_intensity_range",
     "window_starts",
 ]
 
@@ -99,31 +100,86 @@ def gaussian_weight(
     return np.maximum(w, min_weight).astype(np.float32)
 
 
+def training_intensity_range(source: Any) -> tuple[float, float]:
+    """The ``(lo, hi)`` range the *training* pipeline would scale ``source`` with.
+
+    Training reads every volume through :class:`neurons.data.LabeledVolume`, which scales each
+    volume by one range computed from the whole volume (uint8 -> ``(0, 255)``, bool ->
+    ``(0, 1)``, floats already in [0, 1] -> ``(0, 1)``, anything else -> min/max of up to 16
+    evenly strided z-sections) and clips to [0, 1]. This function asks ``neurons.data`` for
+    exactly that range, so inference normalises a volume the way training did.
+
+    Parameters
+    ----------
+    source : array-like
+        ``(Z, Y, X)`` or ``(Y, X)`` volume with ``shape``, ``dtype`` and numpy slicing
+        (numpy array, ``neurons.io`` Volume, h5py/zarr dataset). Only the sampled sections are
+        read.
+
+    Returns
+    -------
+    tuple of float
+        ``(lo, hi)`` with ``lo < hi``.
+
+    Examples
+    --------
+    >>> training_intensity_range(np.array([[[100, 4100]]], np.uint16))
+    (100.0, 4100.0)
+    """
+    from neurons.data import ArraySource, LabeledVolume
+
+    try:
+        vol = LabeledVolume(
+            name="inference", dataset="inference", image=ArraySource(source, description="input")
+        )
+        vol.read((slice(0, 1),) * 3)  # computes and caches the volume's intensity range
+    except (ValueError, TypeError) as exc:
+        raise InferenceError(
+            f"cannot compute the training intensity range of a volume of shape "
+            f"{tuple(getattr(source, 'shape', ()))}: {exc}"
+        ) from exc
+    assert vol.intensity_range is not None
+    lo, hi = vol.intensity_range
+    return float(lo), float(hi)
+
+
 def normalize_intensity(
     array: np.ndarray, intensity_range: tuple[float, float] | None = None
 ) -> np.ndarray:
     """Scale raw intensities to float32 in [0, 1] with a *fixed* (block-independent) range.
 
-    Integer arrays are divided by their dtype's range (uint8 -> /255), floats are used as they
-    are unless ``intensity_range=(lo, hi)`` is given. A per-block min-max would make blocks
-    disagree, so it is deliberately not offered.
+    With ``intensity_range=(lo, hi)`` the arithmetic is the training pipeline's
+    (:meth:`neurons.data.LabeledVolume.read`): ``(x - lo) * (1 / (hi - lo))`` in float32
+    (skipped for ``(0, 1)``), clipped to [0, 1]. :func:`run_inference` passes the range of
+    :func:`training_intensity_range` (or ``inference.intensity_range``), so inference sees the
+    values training saw. Without a range, integer arrays are divided by their dtype's range
+    (uint8 -> /255) and floats are used as they are (no clipping). A per-block min-max would
+    make blocks disagree, so it is deliberately not offered.
 
     Examples
     --------
     >>> float(normalize_intensity(np.array([0, 255], np.uint8)).max())
     1.0
+    >>> normalize_intensity(np.array([50, 100, 300], np.uint16), (100, 200)).tolist()
+    [0.0, 0.0, 1.0]
     """
     if intensity_range is not None:
         lo, hi = (float(v) for v in intensity_range)
-    elif np.issubdtype(array.dtype, np.integer):
+        if not hi > lo:
+            raise InferenceError(f"intensity range must satisfy lo < hi, got ({lo}, {hi})")
+        out = np.array(array, dtype=np.float32)
+        if (lo, hi) != (0.0, 1.0):
+            out -= np.float32(lo)
+            out *= np.float32(1.0 / (hi - lo))
+        np.clip(out, 0.0, 1.0, out=out)
+        return out
+    if np.issubdtype(array.dtype, np.integer):
         info = np.iinfo(array.dtype)
         lo, hi = float(min(info.min, 0)), float(info.max)
     elif array.dtype == np.bool_:
         lo, hi = 0.0, 1.0
     else:
         return np.asarray(array, dtype=np.float32)
-    if hi <= lo:
-        raise InferenceError(f"intensity range must satisfy lo < hi, got ({lo}, {hi})")
     out = np.asarray(array, dtype=np.float32)
     return (out - np.float32(lo)) / np.float32(hi - lo)
 
@@ -181,6 +237,10 @@ class SlidingWindow:
         only the unified ones are blended and stored, saving memory).
     device : str or torch.device
         Where windows are predicted and blended.
+    intensity_range : (float, float) or None
+        Fixed ``(lo, hi)`` used by :func:`normalize_intensity` for every block (then values are
+        clipped to [0, 1], as in training). :func:`~.pipeline.run_inference` fills it with the
+        training range of the input volume (:func:`training_intensity_range`) when unset.
     """
 
     window: Sequence[int]
