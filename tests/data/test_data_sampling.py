@@ -144,3 +144,16 @@ def test_whole_volume_and_mixture_and_sampler():
     frac = np.mean([mix.choose(i)[0] == 0 for i in range(400)])
     assert 0.65 < frac < 0.85
     assert mix[5]["semantic_ids"].tolist() == semantic_ids_vector([0, 1]).tolist()
+
+
+def test_epoch_sampler_resumes_under_the_distributed_wrapper():
+    """Under DDP Lightning wraps the sampler; a resumed epoch must still draw that epoch's ids."""
+    from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
+
+    n = 8
+    shards = [DistributedSamplerWrapper(EpochSampler(n), num_replicas=2, rank=r) for r in (0, 1)]
+    for w in shards:
+        w.set_epoch(5)  # what the fit loop does at the start of a resumed epoch 5
+    got = [list(w) for w in shards]
+    assert sorted(got[0] + got[1]) == list(range(5 * n, 6 * n))  # the ranks split epoch 5 exactly
+    assert not set(got[0]) & set(got[1])

@@ -89,6 +89,24 @@ def test_cli_writes_segmentation_previews_and_scores(tmp_path, volume_files, cap
     assert {"voi_split", "voi_merge", "arand_cremi"} <= set(scores)
 
 
+@pytest.mark.slow
+def test_processes_scheduler_loads_the_checkpoint_in_workers(tmp_path, volume_files):
+    """Worker processes load the checkpoint themselves and give the threads result exactly."""
+    d, _ = volume_files
+    ckpt = tmp_path / "model.ckpt"
+    _checkpoint(ckpt, ["data.patch_size=[8,32,32]"])
+    common = ["--block-size", "8", "32", "32", "--overlap", "2", "4", "4", "--workers", "2",
+              "--quiet", "--device", "cpu", "--no-previews"]  # fmt: skip
+    outs = {}
+    for scheduler in ("threads", "processes"):
+        out = tmp_path / f"seg_{scheduler}.h5"
+        argv = [str(ckpt), str(d / "vol.h5:raw"), str(out), "--scheduler", scheduler, *common]
+        assert main(argv) == 0
+        outs[scheduler] = read_volume(out, "segmentation")
+    assert outs["threads"].max() > 0
+    np.testing.assert_array_equal(outs["processes"], outs["threads"])
+
+
 def test_2d_model_on_a_stack_runs_section_by_section(tmp_path, volume_files):
     d, v = volume_files
     ckpt = tmp_path / "model2d.ckpt"
