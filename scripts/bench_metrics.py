@@ -227,7 +227,20 @@ def main(argv=None) -> int:
               f"{res['seconds']:.2f} s, tracemalloc peak {res['tracemalloc_peak_mib']:.1f} MiB, "
               f"RSS growth {res['rss_growth_mib']:.1f} MiB -> within cap: {ok}")  # fmt: skip
     print(f"\ntotal voxels {nv}")
-    return 0
+    # the targets for this 2-core machine (meaningful at the default 100x1024x1024)
+    targets = [
+        ("every metric except AMI (table included)", t_table + t_rest, 1.5, "s"),
+        ("AMI on top", t_ami, 3.0, "s"),
+        ("peak extra memory (tracemalloc)", peak / 2**30, 0.5, "GiB"),
+    ]
+    print("targets:")
+    failed = not ok
+    for name, value, limit, unit in targets:
+        good = value <= limit
+        failed |= not good
+        print(f"  {'PASS' if good else 'FAIL'}  {name}: {value:.3f} {unit} (<= {limit} {unit})")
+    print(f"  {'PASS' if ok else 'FAIL'}  HDF5 block-wise run within its {args.cap_mib} MiB cap")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
