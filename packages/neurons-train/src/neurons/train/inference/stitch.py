@@ -19,6 +19,8 @@ Pipeline (memory bounded by the block size, not the volume):
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import math
 import os
 import shutil
@@ -294,6 +296,29 @@ def _open_scratch(path: str) -> np.ndarray:
     return np.load(path, mmap_mode="r+")
 
 
+def _load_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, musl, Windows): nothing to trim
+        return None
+
+
+_MALLOC_TRIM = _load_malloc_trim()
+
+
+def release_freed_memory() -> None:
+    """Give memory freed by the last block back to the operating system (glibc only).
+
+    Each block allocates and frees tens of MB of numpy/torch buffers of varying sizes; glibc
+    keeps such freed heap memory, fragmented, inside the process, so without this the resident
+    size grew by about the block's uint64 labels per block (~1 MB per 32x128x128 block),
+    i.e. with the volume instead of the block. Costs a few ms per call.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
 def _block_task(job: _Job) -> _BlockStats:
     t0 = time.perf_counter()
     out = predict_region(job.predictor, job.source, job.window, job.outer, channels=job.channels)
@@ -303,6 +328,7 @@ def _block_task(job: _Job) -> _BlockStats:
         slice(c.start - o.start, c.stop - o.start) for c, o in zip(job.core, job.outer, strict=True)
     )
     core = ins[inner]
+    core_size = core.size
     glob = np.where(core > 0, core + np.uint64(job.offset), np.uint64(0))
     # no flush(): msync would scan the whole map (O(volume) per block); MAP_SHARED writes are
     # visible to every process through the page cache as soon as they are made
@@ -315,8 +341,10 @@ def _block_task(job: _Job) -> _BlockStats:
         halo = ins[_halo_mask(job.outer, job.core)]
         _atomic_save(job.halo_file, halo.astype(np.uint32) if ins.size < 2**32 else halo)
     ids, sizes = np.unique(glob[glob > 0], return_counts=True)
+    del ins, sem, core, glob
+    release_freed_memory()
     return _BlockStats(
-        job.index, ids, sizes.astype(np.int64), int(core.size), time.perf_counter() - t0
+        job.index, ids, sizes.astype(np.int64), int(core_size), time.perf_counter() - t0
     )
 
 
@@ -399,7 +427,10 @@ def _match_task(job: _MatchJob, threshold: float) -> np.ndarray:
     group = np.zeros(b.shape, dtype=np.int64)
     for c, o, blk, n in zip(coords, job.outer, job.block, job.counts, strict=True):
         group = group * n + (c + o.start) // blk
-    return match_pairs(a, b, threshold, group)
+    pairs = match_pairs(a, b, threshold, group)
+    del a, b, group, coords
+    release_freed_memory()
+    return pairs
 
 
 def union_find_lut(
@@ -506,10 +537,20 @@ def _scratch_dir(near: Path | None) -> Iterator[Path]:
 def _slabs(
     path: str, keys: np.ndarray | None, values: np.ndarray | None, planes: int
 ) -> Iterator[np.ndarray]:
-    arr = np.load(path, mmap_mode="r")
-    for z in range(0, arr.shape[0], planes):
-        block = np.asarray(arr[z : z + planes])
-        yield _apply_lut(block, keys, values) if keys is not None else block
+    # plain reads, not a memory map: pages of a whole-volume map stay resident in (and are
+    # counted against) this process while it walks the file, so memory would grow with the volume
+    with open(path, "rb") as f:
+        fmt = np.lib.format
+        version = fmt.read_magic(f)
+        header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, fortran, dtype = header(f)
+        if fortran:
+            raise StitchError(f"{path}: scratch array is Fortran-ordered")
+        plane = int(np.prod(shape[1:], dtype=np.int64))
+        for z in range(0, shape[0], planes):
+            n = min(planes, shape[0] - z)
+            block = np.fromfile(f, dtype=dtype, count=n * plane).reshape(n, *shape[1:])
+            yield _apply_lut(block, keys, values) if keys is not None else block
 
 
 def segment_blockwise(
