@@ -56,7 +56,7 @@ from .sampling import (
 from .splits import Region, split_regions
 from .synthetic import make_synthetic_volume
 from .transforms import build_augmentation
-from .volume import ArraySource, LabeledVolume
+from .volume import ArraySource, LabeledVolume, intensity_range, scale_intensity
 
 __version__ = "0.1.0"
 
@@ -102,8 +102,10 @@ __all__ = [
     "__version__",
     "build_augmentation",
     "build_datamodule",
+    "intensity_range",
     "make_synthetic_volume",
     "renumber_instances",
+    "scale_intensity",
     "semantic_ids_vector",
     "split_regions",
 ]

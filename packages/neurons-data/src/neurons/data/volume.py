@@ -21,7 +21,7 @@ import numpy as np
 from .errors import ShapeMismatchError
 from .labels import IGNORE_INDEX, semantic_ids_vector
 
-__all__ = ["ArraySource", "LabeledVolume", "open_io_volume"]
+__all__ = ["ArraySource", "LabeledVolume", "intensity_range", "open_io_volume", "scale_intensity"]
 
 Box = tuple[slice, slice, slice]
 
@@ -112,18 +112,72 @@ class ArraySource:
         return f"ArraySource({self.description}, shape={self.shape}, dtype={self.dtype})"
 
 
-def _scale_range(src: ArraySource, max_slices: int = 16) -> tuple[float, float]:
-    if src.dtype == np.uint8:
+def intensity_range(src: Any, max_slices: int = 16) -> tuple[float, float]:
+    """The ``(lo, hi)`` raw range a volume's image is scaled with, for training and inference.
+
+    uint8 -> ``(0, 255)``; bool -> ``(0, 1)``; floats already in [0, 1] -> ``(0, 1)``;
+    anything else -> min/max of up to ``max_slices`` evenly strided z-sections (only those are
+    read). One range per volume, so every patch or block of it is scaled alike.
+
+    Parameters
+    ----------
+    src : array-like
+        ``(Z, Y, X)`` volume with ``shape``, ``dtype`` and numpy slicing (numpy array,
+        :class:`ArraySource`, ``neurons.io`` Volume, h5py/zarr dataset).
+    max_slices : int
+        Number of sections sampled for the min/max.
+
+    Returns
+    -------
+    tuple of float
+        ``(lo, hi)`` with ``lo < hi``.
+
+    Examples
+    --------
+    >>> intensity_range(np.array([[[100, 4100]]], np.uint16))
+    (100.0, 4100.0)
+    """
+    dtype = np.dtype(src.dtype)
+    if dtype == np.uint8:
         return 0.0, 255.0
-    if src.dtype == np.bool_:
+    if dtype == np.bool_:
         return 0.0, 1.0
     z = src.shape[0]
     step = max(1, z // max_slices)
-    sample = src[(slice(0, z, step), slice(None), slice(None))]
+    sample = np.asarray(src[(slice(0, z, step), slice(None), slice(None))])
     lo, hi = float(np.min(sample)), float(np.max(sample))
-    if src.dtype.kind == "f" and lo >= 0.0 and hi <= 1.0:
+    if dtype.kind == "f" and lo >= 0.0 and hi <= 1.0:
         return 0.0, 1.0
     return (lo, hi) if hi > lo else (lo, lo + 1.0)
+
+
+def scale_intensity(raw: np.ndarray, value_range: tuple[float, float]) -> np.ndarray:
+    """Raw intensities to float32 in [0, 1]: ``(raw - lo) / (hi - lo)``, clipped.
+
+    Parameters
+    ----------
+    raw : numpy.ndarray
+        Any numeric array.
+    value_range : (float, float)
+        ``(lo, hi)``, e.g. from :func:`intensity_range`.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, same shape (a new array).
+
+    Examples
+    --------
+    >>> scale_intensity(np.array([50, 100, 300], np.uint16), (100, 200)).tolist()
+    [0.0, 0.0, 1.0]
+    """
+    lo, hi = (float(v) for v in value_range)
+    image = np.array(raw, dtype=np.float32)
+    if (lo, hi) != (0.0, 1.0):
+        image -= np.float32(lo)
+        image *= np.float32(1.0 / (hi - lo))
+    np.clip(image, 0.0, 1.0, out=image)
+    return image
 
 
 def _no_labels(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -209,14 +263,8 @@ class LabeledVolume:
             box = (slice(None),) * 3
         box = tuple(box)  # type: ignore[assignment]
         if self.intensity_range is None:
-            self.intensity_range = _scale_range(self.image)
-        lo, hi = self.intensity_range
-        raw = self.image[box]  # type: ignore[index]
-        image = raw.astype(np.float32)
-        if (lo, hi) != (0.0, 1.0):
-            image -= np.float32(lo)
-            image *= np.float32(1.0 / (hi - lo))
-        np.clip(image, 0.0, 1.0, out=image)
+            self.intensity_range = intensity_range(self.image)
+        image = scale_intensity(self.image[box], self.intensity_range)  # type: ignore[index]
         if self.labels:
             regions = {k: src[box] for k, src in self.labels.items()}  # type: ignore[index]
             instance, semantic = self.converter(**regions)

@@ -293,16 +293,7 @@ class SkeletonEmbeddingLoss(nn.Module):
             raise LossInputError(
                 f"offsets: {offsets.shape[1]} channels for {s}-D labels; expected {s}"
             )
-        tg = dict(targets or {})
-        # fill only the missing targets; supplied ones (and a supplied skeleton) are kept
-        if "nearest" not in tg:
-            tg["nearest"] = T.nearest_skeleton(labels, tg.get("skeleton"))
-        if "edt_norm" not in tg or "edt_grad" not in tg:
-            d = T.instance_edt(labels)
-            if "edt_norm" not in tg:
-                tg["edt_norm"] = T.normalized_edt(labels, edt=d)
-            if "edt_grad" not in tg:
-                tg["edt_grad"] = T.edt_gradient(labels, d)
+        tg = T.skeleton_targets(labels, given=targets)  # supplied targets are kept as they are
         with full_precision(offsets.device):
             off = as_float(offsets)
             grid = T._coords(labels.shape[1:], labels.device, off.dtype).T

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
 import torch
@@ -667,9 +667,22 @@ def structure_tensor(
 
 
 def skeleton_targets(
-    labels: Tensor, sampling: float | Sequence[float] | None = None
+    labels: Tensor,
+    sampling: float | Sequence[float] | None = None,
+    *,
+    given: Mapping[str, Tensor] | None = None,
 ) -> dict[str, Tensor]:
     """Targets of :class:`~neurons.losses.SkeletonEmbeddingLoss`.
+
+    Parameters
+    ----------
+    labels : Tensor
+        ``(B, *spatial)`` ids.
+    sampling : float or sequence, optional
+        Voxel size for the EDT and the skeleton distances.
+    given : mapping, optional
+        Targets already at hand: they are returned as they are and only the missing ones are
+        computed (``nearest`` from a given ``skeleton`` when there is one).
 
     Returns
     -------
@@ -678,14 +691,18 @@ def skeleton_targets(
         ``edt_norm`` (B, *sp), ``edt_grad`` (B, S, *sp).
     """
     labels = _labels(labels)
-    d = instance_edt(labels, sampling)
-    sk = skeletonize(labels)
-    return {
-        "skeleton": sk,
-        "nearest": nearest_skeleton(labels, sk, sampling),
-        "edt_norm": normalized_edt(labels, edt=d),
-        "edt_grad": edt_gradient(labels, d, sampling),
-    }
+    out = dict(given or {})
+    if "nearest" not in out:
+        if "skeleton" not in out:
+            out["skeleton"] = skeletonize(labels)
+        out["nearest"] = nearest_skeleton(labels, out["skeleton"], sampling)
+    if "edt_norm" not in out or "edt_grad" not in out:
+        d = instance_edt(labels, sampling)
+        if "edt_norm" not in out:
+            out["edt_norm"] = normalized_edt(labels, edt=d)
+        if "edt_grad" not in out:
+            out["edt_grad"] = edt_gradient(labels, d, sampling)
+    return out
 
 
 def geometry_targets(

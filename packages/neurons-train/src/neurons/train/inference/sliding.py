@@ -103,11 +103,11 @@ def gaussian_weight(
 def training_intensity_range(source: Any) -> tuple[float, float]:
     """The ``(lo, hi)`` range the *training* pipeline would scale ``source`` with.
 
-    Training reads every volume through :class:`neurons.data.LabeledVolume`, which scales each
-    volume by one range computed from the whole volume (uint8 -> ``(0, 255)``, bool ->
+    Training reads every volume through :class:`neurons.data.LabeledVolume`, which scales it by
+    one range per volume, :func:`neurons.data.intensity_range` (uint8 -> ``(0, 255)``, bool ->
     ``(0, 1)``, floats already in [0, 1] -> ``(0, 1)``, anything else -> min/max of up to 16
-    evenly strided z-sections) and clips to [0, 1]. This function asks ``neurons.data`` for
-    exactly that range, so inference normalises a volume the way training did.
+    evenly strided z-sections), and clips to [0, 1]. This calls that same function, so
+    inference normalises a volume the way training did.
 
     Parameters
     ----------
@@ -126,21 +126,15 @@ def training_intensity_range(source: Any) -> tuple[float, float]:
     >>> training_intensity_range(np.array([[[100, 4100]]], np.uint16))
     (100.0, 4100.0)
     """
-    from neurons.data import ArraySource, LabeledVolume
+    from neurons.data import ArraySource, intensity_range
 
-    try:
-        vol = LabeledVolume(
-            name="inference", dataset="inference", image=ArraySource(source, description="input")
-        )
-        vol.read((slice(0, 1),) * 3)  # computes and caches the volume's intensity range
-    except (ValueError, TypeError) as exc:
+    try:  # ArraySource: the (Z, Y, X) view training reads 2-D and 3-D volumes through
+        return intensity_range(ArraySource(source, description="input"))
+    except (ValueError, TypeError, IndexError) as exc:
         raise InferenceError(
             f"cannot compute the training intensity range of a volume of shape "
             f"{tuple(getattr(source, 'shape', ()))}: {exc}"
         ) from exc
-    assert vol.intensity_range is not None
-    lo, hi = vol.intensity_range
-    return float(lo), float(hi)
 
 
 def normalize_intensity(
@@ -148,9 +142,8 @@ def normalize_intensity(
 ) -> np.ndarray:
     """Scale raw intensities to float32 in [0, 1] with a *fixed* (block-independent) range.
 
-    With ``intensity_range=(lo, hi)`` the arithmetic is the training pipeline's
-    (:meth:`neurons.data.LabeledVolume.read`): ``(x - lo) * (1 / (hi - lo))`` in float32
-    (skipped for ``(0, 1)``), clipped to [0, 1]. :func:`run_inference` passes the range of
+    With ``intensity_range=(lo, hi)`` it is the training pipeline's own
+    :func:`neurons.data.scale_intensity` (float32, clipped to [0, 1]). :func:`run_inference` passes the range of
     :func:`training_intensity_range` (or ``inference.intensity_range``), so inference sees the
     values training saw. Without a range, integer arrays are divided by their dtype's range
     (uint8 -> /255) and floats are used as they are (no clipping). A per-block min-max would
@@ -167,12 +160,9 @@ def normalize_intensity(
         lo, hi = (float(v) for v in intensity_range)
         if not hi > lo:
             raise InferenceError(f"intensity range must satisfy lo < hi, got ({lo}, {hi})")
-        out = np.array(array, dtype=np.float32)
-        if (lo, hi) != (0.0, 1.0):
-            out -= np.float32(lo)
-            out *= np.float32(1.0 / (hi - lo))
-        np.clip(out, 0.0, 1.0, out=out)
-        return out
+        from neurons.data import scale_intensity
+
+        return scale_intensity(array, (lo, hi))
     if np.issubdtype(array.dtype, np.integer):
         info = np.iinfo(array.dtype)
         lo, hi = float(min(info.min, 0)), float(info.max)
