@@ -307,7 +307,7 @@ def _load_malloc_trim() -> Callable[[int], int] | None:
 _MALLOC_TRIM = _load_malloc_trim()
 
 
-def release_freed_memory() -> None:
+def _release_freed_memory() -> None:
     """Give memory freed by the last block back to the operating system (glibc only).
 
     Each block allocates and frees tens of MB of numpy/torch buffers of varying sizes; glibc
@@ -342,7 +342,7 @@ def _block_task(job: _Job) -> _BlockStats:
         _atomic_save(job.halo_file, halo.astype(np.uint32) if ins.size < 2**32 else halo)
     ids, sizes = np.unique(glob[glob > 0], return_counts=True)
     del ins, sem, core, glob
-    release_freed_memory()
+    _release_freed_memory()
     return _BlockStats(
         job.index, ids, sizes.astype(np.int64), int(core_size), time.perf_counter() - t0
     )
@@ -429,7 +429,7 @@ def _match_task(job: _MatchJob, threshold: float) -> np.ndarray:
         group = group * n + (c + o.start) // blk
     pairs = match_pairs(a, b, threshold, group)
     del a, b, group, coords
-    release_freed_memory()
+    _release_freed_memory()
     return pairs
 
 
