@@ -25,20 +25,20 @@ from neurons.models import (
 
 # Documented in packages/neurons-models/README.md (presets table).
 DOCUMENTED_PARAMS = {
-    ("vista3d", "tiny"): 153_936,
-    ("vista3d", "small"): 5_664_304,
-    ("vista3d", "base"): 22_610_992,
-    ("vista3d", "large"): 217_557_936,
-    ("vista2d", "tiny"): 52_650,
-    ("vista2d", "small"): 1_895_050,
-    ("vista2d", "base"): 7_552_234,
-    ("vista2d", "large"): 72_558_570,
-    ("segresnet3d", "tiny"): 108_656,
-    ("segresnet3d", "small"): 4_846_304,
-    ("segresnet3d", "base"): 19_339_664,
-    ("segresnet2d", "tiny"): 38_346,
-    ("segresnet2d", "small"): 1_636_154,
-    ("segresnet2d", "base"): 6_517_322,
+    ("vista3d", "tiny"): 154_115,
+    ("vista3d", "small"): 5_692_379,
+    ("vista3d", "base"): 22_722_427,
+    ("vista3d", "large"): 217_620_779,
+    ("vista2d", "tiny"): 52_802,
+    ("vista2d", "small"): 1_904_594,
+    ("vista2d", "base"): 7_589_746,
+    ("vista2d", "large"): 72_579_794,
+    ("segresnet3d", "tiny"): 108_835,
+    ("segresnet3d", "small"): 4_874_379,
+    ("segresnet3d", "base"): 19_451_099,
+    ("segresnet2d", "tiny"): 38_498,
+    ("segresnet2d", "small"): 1_645_698,
+    ("segresnet2d", "base"): 6_554_834,
 }
 
 
@@ -47,8 +47,10 @@ def _n(module) -> int:
 
 
 def _heads_and_prompts(S, F, H, k, classes, emb, levels):
-    """Hand count of the three heads and the prompt encoder (weights + biases + norm affine)."""
-    heads = sum(F * H * k**S + 2 * H + H * out + out for out in (classes, emb, S + S * S + 4))
+    """Hand count of the four heads and the prompt encoder (weights + biases + norm affine)."""
+    n_aff = 11 if S == 3 else 8  # default affinity offsets
+    outs = (classes, emb, S + S * S + 4, n_aff)
+    heads = sum(F * H * k**S + 2 * H + H * out + out for out in outs)
     prompts = sum(2 * c * 3**S + (classes + 1) * c for c in levels)
     return heads + prompts
 

@@ -1,9 +1,11 @@
 """neurons.models — Vista3D, Vista2D and SegResNet on MONAI backbones.
 
 Every model maps ``image (B, C_in, [D,] H, W)`` (+ optional point prompts) to a dict with
-``"semantic"``, ``"instance"`` and ``"geometry"`` tensors of the input's spatial size.
+``"semantic"``, ``"instance"``, ``"geometry"`` and ``"affinity"`` tensors of the input's spatial
+size.
 """
 
+from .affinity import check_affinity_offsets, default_affinity_offsets
 from .base import DenseSegmentationModel
 from .errors import (
     ModelBuildError,
@@ -40,6 +42,8 @@ __all__ = [
     "PointPromptEncoder",
     "point_heatmaps",
     "geometry_channels",
+    "default_affinity_offsets",
+    "check_affinity_offsets",
     "pad_to_multiple",
     "crop_to_shape",
     "padded_shape",

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ._layers import norm_name
+from .affinity import check_affinity_offsets
 from .errors import ModelBuildError, ModelConfigError, ModelInputError
 from .heads import OUTPUT_KEYS, DenseHeads, geometry_channels
 from .padding import PAD_MODES, crop_to_shape, pad_to_multiple
@@ -59,6 +60,9 @@ class DenseSegmentationModel(nn.Module):
         Gaussian sigma of a point prompt, in input voxels.
     pad_mode : {"replicate", "constant", "circular"}
         How the input is padded to ``shape_factor()`` before the network (cropped back after).
+    affinity_offsets : sequence of S-tuples of int, optional
+        Voxel offsets of the ``affinity`` head, one logit channel each (default:
+        :func:`~neurons.models.default_affinity_offsets`). Stored as ``self.affinity_offsets``.
     """
 
     def __init__(
@@ -75,10 +79,13 @@ class DenseSegmentationModel(nn.Module):
         act: Any,
         prompt_sigma: float,
         pad_mode: str,
+        affinity_offsets: Sequence[Sequence[int]] | None = None,
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
             raise ModelConfigError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
+        #: ``(K, S)`` offsets of the ``affinity`` output channels, in order.
+        self.affinity_offsets = check_affinity_offsets(affinity_offsets, spatial_dims)
         if pad_mode not in PAD_MODES:
             raise ModelConfigError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
         self.spatial_dims = spatial_dims
@@ -174,6 +181,7 @@ class DenseSegmentationModel(nn.Module):
                 kernel,
                 norm,
                 act,
+                affinity_channels=len(self.affinity_offsets),
             )
         except (TypeError, ValueError, KeyError) as exc:
             if isinstance(exc, ModelConfigError):
@@ -245,8 +253,8 @@ class DenseSegmentationModel(nn.Module):
         -------
         dict
             ``"semantic"`` (B, num_classes, *spatial) logits, ``"instance"`` (B, emb_dim,
-            *spatial) embedding, ``"geometry"`` (B, S + S*S + 4, *spatial); same spatial size
-            as ``image``.
+            *spatial) embedding, ``"geometry"`` (B, S + S*S + 4, *spatial), ``"affinity"``
+            (B, len(affinity_offsets), *spatial) logits; same spatial size as ``image``.
         """
         self._check_image(image)
         spatial = tuple(image.shape[2:])
@@ -275,5 +283,6 @@ class DenseSegmentationModel(nn.Module):
         return (
             f"spatial_dims={self.spatial_dims}, in_channels={self.in_channels}, "
             f"num_classes={self.num_classes}, emb_dim={self.emb_dim}, "
-            f"feature_size={self.feature_size}, shape_factor={self.shape_factor()}"
+            f"feature_size={self.feature_size}, shape_factor={self.shape_factor()}, "
+            f"affinity_offsets={len(self.affinity_offsets)}"
         )

@@ -6,7 +6,11 @@ All heads read the same decoder features ``(B, F, *spatial)`` and predict at tha
 * ``instance``: ``emb_dim`` embedding channels (not normalised),
 * ``geometry``: ``S + S*S + 4`` raw channels (``S`` = spatial dims): ``[0:S]`` direction,
   ``[S:S+S*S]`` structure tensor (row-major, axis order z, y, x), ``[S+S*S:]`` RGBA
-  reconstruction. Activations are left to the losses / decoders.
+  reconstruction,
+* ``affinity``: one logit per affinity offset (voxel ``v`` and ``v + offset`` in the same
+  instance; see :mod:`neurons.models.affinity`).
+
+Activations are left to the losses / decoders.
 """
 
 from __future__ import annotations
@@ -17,12 +21,13 @@ import torch
 from torch import nn
 
 from ._layers import act_layer, affine_norm, conv, inplace_act, norm_layer
+from .affinity import default_affinity_offsets
 from .errors import ModelConfigError
 
 __all__ = ["geometry_channels", "DenseHead", "DenseHeads", "OUTPUT_KEYS"]
 
 #: Keys of the dict every model returns, in order.
-OUTPUT_KEYS = ("semantic", "instance", "geometry")
+OUTPUT_KEYS = ("semantic", "instance", "geometry", "affinity")
 
 
 def geometry_channels(spatial_dims: int) -> int:
@@ -76,7 +81,11 @@ class DenseHead(nn.Sequential):
 
 
 class DenseHeads(nn.Module):
-    """The three parallel heads (``semantic``, ``instance``, ``geometry``) on shared features."""
+    """The parallel heads (``semantic``, ``instance``, ``geometry``, ``affinity``) on shared features.
+
+    ``affinity_channels`` is the number of affinity offsets (one logit each; default: the
+    length of :func:`~neurons.models.default_affinity_offsets` for ``spatial_dims``).
+    """
 
     def __init__(
         self,
@@ -88,12 +97,16 @@ class DenseHeads(nn.Module):
         kernel_size: int = 3,
         norm: Any = "instance",
         act: Any = "relu",
+        affinity_channels: int | None = None,
     ) -> None:
         super().__init__()
+        if affinity_channels is None:
+            affinity_channels = len(default_affinity_offsets(spatial_dims))
         outs = {
             "semantic": num_classes,
             "instance": emb_dim,
             "geometry": geometry_channels(spatial_dims),
+            "affinity": affinity_channels,
         }
         self.heads = nn.ModuleDict(
             {

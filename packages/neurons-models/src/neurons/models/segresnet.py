@@ -45,6 +45,8 @@ class SegResNet(DenseSegmentationModel):
         ``"deconv"`` (default: deterministic), ``"nontrainable"`` or ``"pixelshuffle"``.
     prompt_sigma : float
         Gaussian sigma of point prompts in input voxels.
+    affinity_offsets : sequence of S-tuples of int, optional
+        Offsets of the ``affinity`` head (default :func:`~neurons.models.default_affinity_offsets`).
     pad_mode : str
         Padding to ``shape_factor()``.
     """
@@ -67,6 +69,7 @@ class SegResNet(DenseSegmentationModel):
         upsample_mode: str = "deconv",
         prompt_sigma: float = 2.0,
         pad_mode: str = "replicate",
+        affinity_offsets: Sequence[Sequence[int]] | None = None,
     ) -> None:
         super().__init__(
             spatial_dims=spatial_dims,
@@ -80,6 +83,7 @@ class SegResNet(DenseSegmentationModel):
             act=act,
             prompt_sigma=prompt_sigma,
             pad_mode=pad_mode,
+            affinity_offsets=affinity_offsets,
         )
         blocks_down, blocks_up = self._check_blocks(blocks_down, blocks_up)
         self.init_filters = _positive_int("init_filters", init_filters)

@@ -79,6 +79,8 @@ class VistaModel(DenseSegmentationModel):
         ``"deconv"`` (default, deterministic), ``"nontrainable"`` or ``"pixelshuffle"``.
     prompt_sigma : float
         Gaussian sigma of point prompts in input voxels.
+    affinity_offsets : sequence of S-tuples of int, optional
+        Offsets of the ``affinity`` head (default :func:`~neurons.models.default_affinity_offsets`).
     pad_mode : str
         Padding to ``shape_factor()`` (see :mod:`neurons.models.padding`).
     """
@@ -101,6 +103,7 @@ class VistaModel(DenseSegmentationModel):
         upsample_mode: str = "deconv",
         prompt_sigma: float = 2.0,
         pad_mode: str = "replicate",
+        affinity_offsets: Sequence[Sequence[int]] | None = None,
     ) -> None:
         super().__init__(
             spatial_dims=spatial_dims,
@@ -114,6 +117,7 @@ class VistaModel(DenseSegmentationModel):
             act=act,
             prompt_sigma=prompt_sigma,
             pad_mode=pad_mode,
+            affinity_offsets=affinity_offsets,
         )
         blocks_down, blocks_up = self._check_blocks(blocks_down, blocks_up)
         if resolution is not None:
