@@ -51,7 +51,7 @@ def test_info_text_via_subprocess(labelled):
 
 def test_errors_exit_nonzero_with_message(labelled, capsys):
     path, _, _ = labelled
-    assert main(["info", f"{path}:volumes/nope"]) == 1
+    assert main(["info", f"{path}:volumes/nope"]) == 2
     err = capsys.readouterr().err
     assert "volumes/nope" in err and "volumes/raw" in err
 
@@ -76,7 +76,7 @@ def test_convert_with_chunks_and_compression(labelled, tmp_path):
     with open_volume(f"{dst}:raw") as vol:
         assert vol.chunks == (2, 3, 4) and vol.compression == "gzip"
         np.testing.assert_array_equal(vol[...], raw)
-    assert main(["convert", str(dst), str(dst)]) == 1  # onto itself: refused
+    assert main(["convert", str(dst), str(dst)]) == 2  # onto itself: refused
 
 
 @pytest.mark.parametrize("dst", ["big.h5", "big.h5:gz", "big.tif", "big.nrrd", "big.nii", "big.npy", "big.zarr"])
@@ -138,7 +138,7 @@ def test_show_plain_and_bad_section(labelled, tmp_path):
     assert main(["show", f"{path}:volumes/raw", "-o", str(out)]) == 0
     grey = np.asarray(Image.open(out))[..., 0]
     assert grey.min() < 10 and grey.max() > 245  # contrast stretched
-    assert main(["show", f"{path}:volumes/raw", "--z", "9", "-o", str(tmp_path / "x.png")]) == 1
+    assert main(["show", f"{path}:volumes/raw", "--z", "9", "-o", str(tmp_path / "x.png")]) == 2
     assert not (tmp_path / "x.png").exists()
 
 

@@ -16,15 +16,26 @@ import numpy as np
 from PIL import Image
 
 from .atomic import atomic_destination
-from .errors import InvalidVolumeError, VolumeError
+from .detect import detect_format
+from .errors import InvalidVolumeError, KeyNotFoundError, PathError, VolumeError
+from .paths import split_key
 from .render import render_section
 from .volume import Volume, list_keys, open_volume
 from .write import WRITE_FORMATS, convert_volume
 
 
+def _merge_counts(ids: np.ndarray, counts: np.ndarray, block: np.ndarray):
+    """Add ``block``'s (id, voxel count) pairs to the running ones (sorted unique ids)."""
+    bids, bcounts = np.unique(block, return_counts=True)
+    allids = np.concatenate([ids, bids])
+    uniq, inv = np.unique(allids, return_inverse=True)
+    return uniq, np.bincount(inv, weights=np.concatenate([counts, bcounts])).astype(np.int64)
+
+
 def _scan(vol: Volume, labels: bool) -> dict:
     lo = hi = None
     ids = np.empty(0, dtype=vol.dtype)
+    counts = np.empty(0, dtype=np.int64)
     for _, block in vol.iter_blocks():
         if block.size == 0:
             continue
@@ -38,17 +49,61 @@ def _scan(vol: Volume, labels: bool) -> dict:
         lo = bmin if lo is None else min(lo, bmin)
         hi = bmax if hi is None else max(hi, bmax)
         if labels:
-            ids = np.union1d(ids, np.unique(block))
+            ids, counts = _merge_counts(ids, counts, block)
     out = {"min": None if lo is None else lo.item(), "max": None if hi is None else hi.item()}
     if labels:
+        nonzero = counts[ids != 0]
         out["distinct_values"] = int(ids.size)
-        out["distinct_nonzero_ids"] = int(np.count_nonzero(ids))
+        out["distinct_nonzero_ids"] = int(nonzero.size)
+        out["background_fraction"] = float(counts[ids == 0].sum() / max(1, vol.size))
+        out["object_voxels_median"] = float(np.median(nonzero)) if nonzero.size else None
+        out["object_voxels_max"] = int(nonzero.max()) if nonzero.size else None
     return out
 
 
+def _is_label_dtype(dtype: np.dtype) -> bool:
+    """Integer arrays of 32 or 64 bits are treated as label volumes in a container listing."""
+    return dtype.kind in "iu" and dtype.itemsize >= 4
+
+
+def _summary(vol: Volume, labels: bool) -> dict:
+    return {
+        "shape": list(vol.shape),
+        "dtype": str(vol.dtype),
+        "chunks": list(vol.chunks) if vol.chunks else None,
+        "compression": vol.compression,
+        "voxel_size_nm": list(vol.voxel_size) if vol.voxel_size else None,
+        **_scan(vol, labels),
+    }
+
+
+def _container_info(path: Path, fmt: str, keys: list[str], labels: bool) -> dict:
+    arrays = []
+    for k in keys:
+        try:
+            with open_volume(path, k) as vol:
+                arrays.append({"key": k, **_summary(vol, labels or _is_label_dtype(vol.dtype))})
+        except VolumeError as exc:  # e.g. a string table next to the volumes: listed, not fatal
+            arrays.append({"key": k, "error": str(exc)})
+    return {"path": str(path), "format": fmt, "keys": keys, "arrays": arrays}
+
+
 def info(path: str, key: str | None = None, labels: bool = False) -> dict:
-    """Everything ``neurons-io info`` prints, as a dict."""
-    with open_volume(path, key) as vol:
+    """Everything ``neurons-io info`` prints, as a dict.
+
+    A container (HDF5/Zarr) holding several arrays, opened without a key, is listed array by
+    array (``"arrays"``: key, shape, dtype, voxel size, value range, and label statistics for
+    32/64-bit integer arrays or, with ``labels=True``, for every array); arrays that are not
+    volumes (string tables, compound records) are listed with the reason.
+    """
+    p, k = split_key(path, key)
+    try:
+        vol = open_volume(p, k)
+    except KeyNotFoundError as exc:
+        if k is None and len(exc.available) > 1:
+            return _container_info(p, detect_format(p), exc.available, labels)
+        raise
+    with vol:
         try:
             keys = list_keys(vol.path)
         except VolumeError:
@@ -58,12 +113,7 @@ def info(path: str, key: str | None = None, labels: bool = False) -> dict:
             "format": vol.format,
             "key": vol.key,
             "keys": keys,
-            "shape": list(vol.shape),
-            "dtype": str(vol.dtype),
-            "chunks": list(vol.chunks) if vol.chunks else None,
-            "compression": vol.compression,
-            "voxel_size_nm": list(vol.voxel_size) if vol.voxel_size else None,
-            **_scan(vol, labels),
+            **_summary(vol, labels),
         }
 
 
@@ -90,6 +140,8 @@ def show(path: str, out: str, z: int | None = None, labels: str | None = None,
         with open_volume(labels) as lvol:
             lab, _ = _section(lvol, zz)
     rgb = render_section(image, lab, alpha)
+    if not str(out).strip():
+        raise PathError(f"empty output path {out!r}: name a .png file")
     dst = Path(out)
     with atomic_destination(dst, directory=False, keep_existing=False) as tmp:
         Image.fromarray(rgb).save(tmp, format="PNG")
@@ -98,6 +150,7 @@ def show(path: str, out: str, z: int | None = None, labels: str | None = None,
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="neurons-io", description="Explore and convert volumes.")
+    p.add_argument("--debug", action="store_true", help="show the Python traceback of errors")
     sub = p.add_subparsers(dest="command", required=True)
     pi = sub.add_parser("info", help="format, keys, shape, dtype, chunks, voxel size, value range")
     pi.add_argument("path", help="file or folder, optionally 'file.h5:key'")
@@ -125,13 +178,21 @@ def _parser() -> argparse.ArgumentParser:
 
 def _print_info(d: dict) -> None:
     for k, v in d.items():
-        if k == "keys" and not v:
+        if (k == "keys" and not v) or k == "arrays":
             continue
         print(f"{k:>21}: {v}")
+    for arr in d.get("arrays", []):
+        print()
+        for k, v in arr.items():
+            print(f"{k:>21}: {v}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``neurons-io``; returns the exit status (0 ok, 1 volume error)."""
+    """Entry point of ``neurons-io``; returns the exit status.
+
+    0: success; 2: a user error (bad argument, unreadable/corrupt/unsupported input, unwritable
+    destination), reported as one line on stderr (``--debug`` re-raises it with a traceback).
+    """
     args = _parser().parse_args(argv)
     try:
         if args.command == "info":
@@ -148,10 +209,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             out = show(args.path, args.output, args.z, args.labels, args.key, args.alpha)
             print(f"wrote {out}")
-    except VolumeError as exc:
-        print(f"neurons-io: error: {exc}", file=sys.stderr)
-        return 1
-    except ValueError as exc:  # e.g. malformed --chunks
+    except (VolumeError, ValueError, OSError) as exc:  # ValueError: e.g. malformed --chunks
+        if args.debug:
+            raise
         print(f"neurons-io: error: {exc}", file=sys.stderr)
         return 2
     return 0

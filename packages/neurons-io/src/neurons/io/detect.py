@@ -8,7 +8,7 @@ import struct
 import zlib
 from pathlib import Path
 
-from .errors import UnknownFormatError
+from .errors import UnknownFormatError, VolumeReadError
 
 FORMATS = ("hdf5", "tiff", "png", "slices", "nrrd", "nifti", "npy", "zarr")
 
@@ -156,6 +156,19 @@ def detect_format(path: str | os.PathLike) -> str:
     path = Path(path)
     if not path.exists():
         raise UnknownFormatError(f"{path}: no such file or folder")
+    try:
+        return _detect(path)
+    except PermissionError as exc:
+        raise VolumeReadError(f"{path}: cannot be read: permission denied") from exc
+    except (IsADirectoryError, NotADirectoryError) as exc:
+        raise UnknownFormatError(f"{path}: {exc.strerror}") from exc
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise UnknownFormatError(f"{path}: no such file or folder") from exc
+        raise VolumeReadError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+
+
+def _detect(path: Path) -> str:
     if path.is_dir():
         found = _sniff_dir(path)
         if found:

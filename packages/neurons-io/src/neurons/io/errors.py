@@ -46,6 +46,14 @@ class UnsupportedDtypeError(VolumeError, TypeError):
     """The destination format cannot store this dtype losslessly."""
 
 
+class VolumeReadError(VolumeError, OSError):
+    """The file or folder exists but cannot be read (permissions, I/O error)."""
+
+
+class PathError(VolumeError, ValueError):
+    """The path itself is unusable: empty, or it points outside the folder it must stay in."""
+
+
 class VolumeWriteError(VolumeError, OSError):
     """The destination cannot be written (permissions, missing folder, disk full, bad options)."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import VolumeError
+from .errors import PathError, VolumeError
 
 #: Suffixes of container formats whose arrays are addressed by a key (N5 has no backend: not
 #: listed, see :data:`neurons.io.detect.UNSUPPORTED_SUFFIXES`).
@@ -38,6 +38,9 @@ def split_key(src: PathLike, key: str | None = None) -> tuple[Path, str | None]:
     (PosixPath('/data/sample_A.h5'), 'volumes/raw')
     """
     text = os.fspath(src)
+    if not str(text).strip():
+        raise PathError(f"empty path {text!r}: name a file or folder (an empty path is never read "
+                        "as the current folder)")
     path, embedded = Path(text), None
     if ":" in text and not os.path.exists(text):
         for i, ch in enumerate(text):

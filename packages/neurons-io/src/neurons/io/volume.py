@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from .atomic import recover
 from .backends import get_backend
 from .backends.base import Reader
 from .detect import detect_format
@@ -168,7 +169,7 @@ class Volume:
 
 def _resolve(src: PathLike, key: str | None) -> tuple[Path, str | None, str]:
     path, key = split_key(src, key)
-    if not path.exists():
+    if not path.exists() and not recover(path):
         raise UnknownFormatError(f"{path}: no such file or folder")
     return path, key, detect_format(path)
 
@@ -237,7 +238,8 @@ def list_keys(path: PathLike) -> list[str]:
     >>> list_keys("sample_A.h5")  # doctest: +SKIP
     ['volumes/labels/clefts', 'volumes/labels/neuron_ids', 'volumes/raw']
     """
-    path = Path(os.fspath(path))
+    text = os.fspath(path)
+    path = Path(text) if str(text).strip() and os.path.exists(text) else split_key(text)[0]
     if not path.exists():
-        path, _ = split_key(path)
+        recover(path)
     return get_backend(detect_format(path)).list_keys(path)

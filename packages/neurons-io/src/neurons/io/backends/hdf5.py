@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from ..errors import CorruptFileError, KeyNotFoundError, VolumeWriteError
+from ..errors import CorruptFileError, KeyNotFoundError, PathError, VolumeWriteError
 from .base import (
     Blocks,
     Reader,
     WriteSpec,
+    check_dtype,
     check_volume_shape,
     native,
     rechunk,
@@ -44,6 +46,42 @@ def list_keys(path: Path) -> list[str]:
         return sorted(_dataset_keys(f))
 
 
+def _linked_key(f: h5py.File, path: Path, key: str) -> str | None:
+    """``key`` when it is a usable soft/external link to a dataset, else ``None``.
+
+    External links are followed only to files inside the linking file's folder; a link whose
+    file is missing (dangling) or lies elsewhere raises a typed error that says so.
+    """
+    try:
+        link = f.get(key, getlink=True)
+    except (KeyError, ValueError, RuntimeError):
+        return None
+    if isinstance(link, h5py.ExternalLink):
+        folder = path.resolve().parent
+        target = (folder / link.filename).resolve()
+        where = f"{link.filename}:{link.path}"
+        if os.path.isabs(link.filename) or not target.is_relative_to(folder):
+            raise PathError(
+                f"{path}: key {key!r} is an external link to {where}, outside the file's folder "
+                f"{folder}; refused (only files next to {path.name} are read)"
+            )
+        if not target.is_file():
+            raise KeyNotFoundError(
+                f"{path}: key {key!r} is a dangling external link: its file {target} does not "
+                "exist", [],
+            )
+    elif not isinstance(link, h5py.SoftLink):
+        return None
+    try:
+        obj = f[key]
+    except (KeyError, OSError) as exc:
+        raise KeyNotFoundError(
+            f"{path}: key {key!r} is a link to {getattr(link, 'path', '?')} that cannot be "
+            f"resolved ({exc})", [],
+        ) from exc
+    return key if isinstance(obj, h5py.Dataset) else None
+
+
 def resolve_key(path: Path, key: str | None, keys: list[str]) -> str:
     """The key to open: the given one, or the only array; typed errors otherwise."""
     if key is None:
@@ -65,8 +103,11 @@ class HDF5Reader(Reader):
     def __init__(self, path: Path, key: str | None) -> None:
         self._file = _open_file(path)
         try:
-            key = resolve_key(path, key, _dataset_keys(self._file))
+            keys = _dataset_keys(self._file)
+            if key is None or key in keys or _linked_key(self._file, path, key) is None:
+                key = resolve_key(path, key, keys)
             ds = self._file[key]
+            check_dtype(ds.dtype, f"{path}:{key}")
             check_volume_shape(ds.shape, f"{path}:{key}")
             self.key = key
             self._ds = ds

@@ -33,13 +33,19 @@ class NpyReader(Reader):
 
     def __init__(self, path: Path, key: str | None) -> None:
         single_array_key(path, key, "NumPy .npy")
+        with builtins.open(path, "rb") as fh:
+            magic = fh.read(6)
+        if magic != b"\x93NUMPY":
+            raise CorruptFileError(
+                f"{path}: not a NumPy .npy file (starts with {magic!r}, expected b'\\x93NUMPY')"
+            )
         try:
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
         except ValueError as exc:
-            if "object" in str(exc).lower() or "pickle" in str(exc).lower():
+            if "object arrays" in str(exc).lower() or "python objects" in str(exc).lower():
                 raise InvalidVolumeError(f"{path}: holds Python objects, not a volume") from exc
             raise CorruptFileError(f"{path}: truncated or damaged .npy file ({exc})") from exc
-        except (OSError, EOFError) as exc:
+        except (OSError, EOFError, TypeError, OverflowError, SyntaxError, MemoryError) as exc:
             raise CorruptFileError(f"{path}: truncated or damaged .npy file ({exc})") from exc
         check_volume_shape(arr.shape, str(path))
         self._arr = arr

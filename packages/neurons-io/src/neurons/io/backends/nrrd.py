@@ -17,7 +17,7 @@ from pathlib import Path
 import nrrd
 import numpy as np
 
-from ..errors import CorruptFileError
+from ..errors import CorruptFileError, PathError
 from .base import (
     Blocks,
     Reader,
@@ -96,6 +96,53 @@ def header_voxel_size(header: dict, ndim: int) -> tuple[float, ...] | None:
     return voxel_size_from(vals[::-1], ndim, scale)
 
 
+def _header_shape(header: dict, path: Path) -> tuple[int, ...]:
+    """(Z, Y, X) from ``sizes``, checked against ``dimension`` and for positive sizes."""
+    try:
+        sizes = [int(v) for v in np.atleast_1d(header["sizes"])]
+        dim = int(header["dimension"])
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        raise CorruptFileError(
+            f"{path}: NRRD header needs integer 'dimension' and 'sizes' fields ({exc})"
+        ) from exc
+    if len(sizes) != dim:
+        raise CorruptFileError(
+            f"{path}: NRRD header says dimension: {dim} but gives {len(sizes)} sizes {sizes}; "
+            "expected one size per axis"
+        )
+    if any(s < 1 for s in sizes):
+        raise CorruptFileError(f"{path}: NRRD sizes {sizes} must all be positive integers")
+    return tuple(sizes[::-1])
+
+
+def detached_data_file(header: dict, path: Path) -> Path | None:
+    """The detached data file of a header, refused unless it lies inside the header's folder.
+
+    Absolute paths, ``..`` escapes, symbolic links pointing elsewhere and the multi-file forms
+    (``LIST``, format strings) raise :class:`PathError`: nothing outside the header's folder
+    is ever read.
+    """
+    value = header.get("data file", header.get("datafile"))
+    if value is None:
+        return None
+    text = str(value).strip()
+    if not text or text.split()[0] == "LIST" or "%" in text or len(text.split()) > 1:
+        raise PathError(
+            f"{path}: NRRD 'data file: {text}' (multi-file data) is not supported; expected one "
+            "file name next to the header"
+        )
+    folder = path.resolve().parent
+    target = (folder / text).resolve()
+    if os.path.isabs(text) or not target.is_relative_to(folder):
+        raise PathError(
+            f"{path}: NRRD 'data file: {text}' points outside the header's folder {folder}; "
+            "refused (only files next to the header are read)"
+        )
+    if not target.is_file():
+        raise CorruptFileError(f"{path}: NRRD detached data file {target} does not exist")
+    return target
+
+
 class NrrdReader(Reader):
     """An NRRD file; region reads via a memory map when the data is raw and attached."""
 
@@ -106,21 +153,24 @@ class NrrdReader(Reader):
             with builtins.open(path, "rb") as fh:
                 header = nrrd.read_header(fh)
                 offset = fh.tell()
-        except (nrrd.NRRDError, ValueError, OSError, UnicodeDecodeError) as exc:
-            raise CorruptFileError(f"{path}: not a readable NRRD header ({exc})") from exc
+        except (nrrd.NRRDError, ValueError, OSError, UnicodeDecodeError, StopIteration,
+                EOFError, TypeError, KeyError, IndexError) as exc:
+            what = "empty file" if os.path.getsize(path) == 0 else f"{type(exc).__name__}: {exc}"
+            raise CorruptFileError(f"{path}: not a readable NRRD header ({what})") from exc
         stored = _header_dtype(header, path)
-        self.shape = tuple(int(s) for s in header["sizes"][::-1])
+        self.shape = _header_shape(header, path)
         check_volume_shape(self.shape, str(path))
         self.attrs = {k: v for k, v in header.items() if not isinstance(v, np.ndarray)}
         self._bool = str(header.get(MARKER, "")).strip() == "bool"
         self.dtype = np.dtype(np.bool_) if self._bool else native(stored)
         self.voxel_size = header_voxel_size(header, len(self.shape))
+        self._data_file = detached_data_file(header, path)
         encoding = header.get("encoding", "raw")
         self.compression = None if encoding == "raw" else encoding
         self._mm = None
         self._data = None
         nbytes = int(np.prod(self.shape, dtype=np.int64)) * stored.itemsize
-        if encoding == "raw" and "data file" not in header and "datafile" not in header:
+        if encoding == "raw" and self._data_file is None:
             offset += int(header.get("byte skip", 0) or 0)
             size = os.path.getsize(path)
             if offset + nbytes > size:
@@ -133,7 +183,8 @@ class NrrdReader(Reader):
         if self._data is None:
             try:
                 data, _ = nrrd.read(str(self._path), index_order="C")
-            except (nrrd.NRRDError, ValueError, OSError, EOFError, zlib.error) as exc:
+            except (nrrd.NRRDError, ValueError, OSError, EOFError, zlib.error, TypeError,
+                    OverflowError, IndexError, StopIteration) as exc:
                 raise CorruptFileError(f"{self._path}: truncated or damaged NRRD data ({exc})") from exc
             if data.shape != self.shape:
                 raise CorruptFileError(f"{self._path}: decoded shape {data.shape} != header {self.shape}")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from ..errors import CorruptFileError
+from ..errors import CorruptFileError, InvalidVolumeError
 from .base import (
     Blocks,
     Reader,
@@ -115,6 +115,30 @@ def _check_pages(path: Path, series) -> None:
             )
 
 
+def _check_one_series(path: Path, tf: tifffile.TiffFile) -> None:
+    """Refuse TIFFs whose pages do not form one stack (several series, pages of another size).
+
+    tifffile splits such files into several series; reading only the first would silently drop
+    pages and shift later sections in z.
+    """
+    series = tf.series
+    if len(series) > 1:
+        shapes = ", ".join(f"{tuple(s.shape)} {s.dtype}" for s in series[:5])
+        more = f" (+{len(series) - 5} more)" if len(series) > 5 else ""
+        raise InvalidVolumeError(
+            f"{path}: TIFF holds {len(series)} image series [{shapes}{more}], e.g. a page of "
+            "another size or dtype; expected one stack whose pages all have the same shape and "
+            "dtype (split it into separate files)"
+        )
+    npages = len(tf.pages)
+    covered = len(series[0].pages)
+    if npages > covered and not series[0].is_pyramidal:
+        raise InvalidVolumeError(
+            f"{path}: TIFF has {npages} pages but its image series covers only {covered}; "
+            "expected every page to belong to one stack of equal-sized pages"
+        )
+
+
 class TiffReader(Reader):
     """Series 0 of a TIFF file, (Z, Y, X) for stacks and (Y, X) for single images."""
 
@@ -132,6 +156,7 @@ class TiffReader(Reader):
         tf, path = self._tf, self._path
         if not tf.series:
             raise CorruptFileError(f"{path}: TIFF holds no image series")
+        _check_one_series(path, tf)
         series = tf.series[0]
         self.shape = tuple(series.shape)
         check_volume_shape(self.shape, str(path))
