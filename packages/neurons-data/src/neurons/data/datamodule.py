@@ -109,6 +109,7 @@ class EMDataModule(L.LightningDataModule):
     seed : int
         Seed of the random training patches (each epoch draws new ones, reproducibly).
     val_fraction, split, gap : see :func:`~neurons.data.splits.split_regions`.
+        A held-out slab is never thinner than the patch depth (it is enlarged to it).
     min_foreground, min_instances, max_tries : rejection sampling of training patches.
     pin_memory, persistent_workers : DataLoader settings.
     **reader_kwargs
@@ -178,7 +179,7 @@ class EMDataModule(L.LightningDataModule):
         if stage in (None, "fit", "validate") and self.train_set is None:
             volumes = self.reader.volumes("train")
             self.train_regions, self.val_regions = split_regions(
-                volumes, self.val_fraction, self.split, self.gap
+                volumes, self.val_fraction, self.split, self.gap, min_depth=self.patch[0]
             )
             self.train_set = RandomPatchDataset(
                 self.train_regions,

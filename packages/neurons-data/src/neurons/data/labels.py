@@ -73,8 +73,9 @@ DATASET_MAPPINGS: dict[str, str] = {
     "0, 3, 4 (neurons are NOT annotated).",
     "isbi2012": "label 255 (cell interior) -> 1 neuron, 0 (membrane) -> 0; instance = connected "
     "components of the interior within each section. Annotates 0, 1.",
-    "synthetic": "the generator's semantic map is already unified; instance = generator ids. "
-    "Annotates 0-3 (+ 4 when the generator emits mitochondrion boundaries).",
+    "synthetic": "the generator's semantic map is already unified (neurons, mitochondria and their "
+    "rims; no synaptic clefts); instance = generator ids (a mitochondrion's rim shares its id). "
+    "Annotates 0, 1, 3 (+ 4 when the generator emits mitochondrion boundaries); not 2.",
 }
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import EmptyDatasetError
+from .errors import EmptyDatasetError, PatchSizeError
 from .volume import LabeledVolume
 
 __all__ = ["Region", "split_regions"]
@@ -61,6 +61,7 @@ def split_regions(
     val_fraction: float = 0.2,
     mode: str = "auto",
     gap: int = 4,
+    min_depth: int = 1,
 ) -> tuple[list[Region], list[Region]]:
     """Split labelled volumes into training and validation regions.
 
@@ -73,11 +74,15 @@ def split_regions(
         Fraction (0 < f < 1) held out for validation.
     mode : {"auto", "volume", "slab"}
         ``"volume"``: the last ``max(1, round(n * f))`` volumes of each group are validation.
-        ``"slab"``: each volume's last ``max(1, round(Z * f))`` sections are validation and the
-        training slab ends ``gap`` sections before them. ``"auto"``: volume split for groups of
+        ``"slab"``: each volume's last ``max(min_depth, round(Z * f))`` sections are validation
+        and the training slab ends ``gap`` sections before them. ``"auto"``: volume split for groups of
         two or more volumes, slab split for single volumes.
     gap : int
         Sections left out between the training and validation slabs (slab mode).
+    min_depth : int
+        Fewest sections of any region: the patch depth, so that every training and validation
+        slab holds at least one patch. A validation slab is enlarged to it; a volume too thin
+        for both slabs raises :class:`~neurons.data.PatchSizeError` naming ``val_fraction``.
 
     Returns
     -------
@@ -113,12 +118,14 @@ def split_regions(
             continue
         for v in vols:
             z = v.shape[0]
-            n_val = max(1, round(z * val_fraction))
+            n_val = max(1, int(min_depth), round(z * val_fraction))
             z_train = z - n_val - gap
-            if z_train < 1:
-                raise EmptyDatasetError(
-                    f"{v.name}: {z} sections are too few for a validation slab of {n_val} "
-                    f"plus a gap of {gap}; lower val_fraction or gap"
+            if z_train < max(1, int(min_depth)):
+                raise PatchSizeError(
+                    f"{v.name}: {z} sections are too few for a training slab of >= "
+                    f"{max(1, int(min_depth))} (the patch depth), a gap of {gap} and a validation "
+                    f"slab of {n_val} (val_fraction={val_fraction}); lower data.options.val_fraction "
+                    "or data.options.gap, or use a smaller data.patch_size depth"
                 )
             train.append(Region(v, 0, z_train))
             val.append(Region(v, z - n_val, z))

@@ -19,10 +19,40 @@ from ._core import (
     full_precision,
     segment_instances,
 )
+from .affinity import AffinityLoss
 from .embedding import _check_pred, _kind, masked_mean, regression
 
-__all__ = ["SemanticLoss", "InstanceLoss", "GeometryLoss", "VistaLoss", "Vista2DLoss",
+__all__ = ["partial_label_mask", "SemanticLoss", "InstanceLoss", "GeometryLoss", "VistaLoss", "Vista2DLoss",
            "Vista3DLoss"]
+
+
+def partial_label_mask(
+    semantic_ids: Tensor | None, b: int, c: int, device: torch.device, mode: str = "softmax"
+) -> Tensor:
+    """Per-sample channel mask ``(B, C)`` bool of the classes a loss may supervise.
+
+    ``semantic_ids (B, n)`` flags the classes a sample's dataset annotates (channels ``>= n``
+    count as annotated: the label space has room for classes no dataset uses yet).  In
+    ``"sigmoid"`` mode the background channel is dropped too for a sample that leaves any class
+    unannotated: its "background" voxels may belong to such a class (a MitoEM2 voxel labelled 0
+    may be inside a neuron), so "not background" is unknown there.
+
+    Examples
+    --------
+    >>> partial_label_mask(torch.tensor([[1, 0, 0, 1, 1]]), 1, 6, torch.device("cpu")).tolist()
+    [[True, False, False, True, True, True]]
+    >>> partial_label_mask(torch.tensor([[1, 0, 0, 1, 1]]), 1, 5, torch.device("cpu"), "sigmoid").tolist()
+    [[False, False, False, True, True]]
+    """
+    keep = torch.ones(b, c, device=device, dtype=torch.bool)
+    if semantic_ids is None:
+        return keep
+    sid = torch.as_tensor(semantic_ids, device=device).reshape(b, -1)
+    n = min(sid.shape[1], c)
+    keep[:, :n] = sid[:, :n] > 0
+    if mode == "sigmoid" and n > 1:
+        keep[:, 0] = keep[:, 0] & (sid[:, :n] > 0).all(1)
+    return keep
 
 
 class SemanticLoss(nn.Module):
@@ -35,8 +65,13 @@ class SemanticLoss(nn.Module):
     * Soft Dice ``1 - mean (2I + eps)/(P + T + eps)`` and soft IoU ``1 - mean (I + eps)/(P + T - I
       + eps)`` over the (sample, class) pairs whose class is present in the target (absent
       classes would add a constant ~1 with no gradient), ``eps = 1e-5``.
-    * Voxels labelled ``ignore_index`` (255) are excluded everywhere; ``semantic_ids (B, n)``
-      (1 = the sample's dataset annotates class c) masks the other channels per sample.
+    * Voxels labelled ``ignore_index`` (255) are excluded everywhere.
+    * Partial labels: ``semantic_ids (B, n)`` (1 = the sample's dataset annotates class c, see
+      :func:`partial_label_mask`).  ``softmax``: the unannotated classes are left out of that
+      sample's softmax (CE and Dice renormalise over the annotated classes), so their logits
+      get exactly zero gradient and predicting one of them costs nothing.  ``sigmoid``: their
+      channels (and the background channel of such a sample) are masked out of BCE and Dice.
+      A voxel labelled with an unannotated class is ignored.
 
     ``loss = weight_ce * ce + weight_dice * dice + weight_iou * iou``.
 
@@ -105,13 +140,22 @@ class SemanticLoss(nn.Module):
                     )
                 lab = torch.where(valid, lab, torch.zeros_like(lab))
                 onehot = F.one_hot(lab, c).movedim(-1, 1).to(x.dtype)
-            cmask = torch.ones(b, c, device=x.device, dtype=x.dtype)
-            if semantic_ids is not None:
-                sid = torch.as_tensor(semantic_ids, device=x.device).reshape(b, -1)
-                n = min(sid.shape[1], c)
-                cmask[:, :n] = (sid[:, :n] > 0).to(x.dtype)
+            cmask = partial_label_mask(semantic_ids, b, c, x.device, self.mode).to(x.dtype)
             shape = (b, c) + (1,) * len(spatial)
+            if lab is not None and semantic_ids is not None:
+                # a voxel labelled with a class its sample does not annotate carries no label
+                known = cmask.gather(1, lab.reshape(b, -1)).reshape(lab.shape) > 0
+                if self.mode == "sigmoid":
+                    known = known | (lab == 0)  # bg label: its channel may be masked, not the rest
+                valid = valid & known
+                lab = torch.where(valid, lab, torch.zeros_like(lab))
             vm = valid.unsqueeze(1).to(x.dtype)
+            if self.mode == "softmax" and semantic_ids is not None:
+                # partial labels: the unannotated classes leave this sample's softmax, so their
+                # logits get exactly zero gradient and predicting them costs nothing
+                keep = cmask.reshape(shape) > 0
+                floor = x.detach().amin() - 1e4  # exp(floor - max) == 0 exactly, and finite
+                x = torch.where(keep, x, floor)
             if self.mode == "sigmoid":
                 bce = F.binary_cross_entropy_with_logits(x, onehot, reduction="none")
                 m = vm * cmask.reshape(shape)
@@ -340,6 +384,13 @@ class VistaLoss(nn.Module):
     ``structure``, see :func:`targets.geometry_targets`) are passed to :class:`GeometryLoss`
     instead of being recomputed every step.  Unknown keyword arguments raise ``TypeError`` (typos never pass silently).
 
+    Affinity: with ``weight_affinity > 0`` the model's ``affinity`` logits are supervised by
+    :class:`~neurons.losses.AffinityLoss` (targets from the ``instance`` labels for
+    ``affinity_offsets``, pairs touching a voxel whose semantic label is ``ignore_index``
+    masked out; ``affinity_bce`` / ``affinity_dice`` / ``affinity_balance`` configure it) and
+    ``weight_affinity * loss_aff`` joins the total, with the terms ``loss_aff``,
+    ``loss_aff/bce``, ``loss_aff/dice``.
+
     Examples
     --------
     >>> out = {"semantic": torch.randn(1, 16, 8, 8), "instance": torch.randn(1, 16, 8, 8)}
@@ -377,8 +428,18 @@ class VistaLoss(nn.Module):
         loss_raw: str = "l1",
         smooth_l1_beta: float = 1.0,
         sigma: float = 5.0,
+        weight_affinity: float = 0.0,
+        affinity_offsets: Sequence[Sequence[int]] | None = None,
+        affinity_bce: float = 1.0,
+        affinity_dice: float = 1.0,
+        affinity_balance: bool = True,
     ) -> None:
         super().__init__()
+        self.weight_affinity = float(weight_affinity)
+        self.affinity = (
+            AffinityLoss(affinity_offsets, affinity_bce, affinity_dice, affinity_balance)
+            if self.weight_affinity > 0 else None
+        )
         self.weight_semantic = float(weight_semantic)
         self.weight_instance = float(weight_instance)
         self.weight_geometry = float(weight_geometry)
@@ -437,7 +498,32 @@ class VistaLoss(nn.Module):
             out["loss_geom"] = geo["loss"]
             for k in ("dir", "cov", "raw"):
                 out[f"loss_geom/{k}"] = geo[k]
+        if self.affinity is not None:
+            aff = self._affinity_terms(outputs, tg)
+            total = total + self.weight_affinity * aff["loss"]
+            out["loss_aff"] = aff["loss"]
+            for k in ("bce", "dice"):
+                out[f"loss_aff/{k}"] = aff[k]
         return {"loss": total, **out}
+
+
+    def _affinity_terms(
+        self, outputs: Mapping[str, Tensor], tg: Mapping[str, Tensor]
+    ) -> dict[str, Tensor]:
+        """:class:`AffinityLoss` of ``outputs["affinity"]``; ignored semantic voxels masked."""
+        assert self.affinity is not None
+        if outputs.get("affinity") is None:
+            raise LossInputError(
+                f"outputs: weight_affinity={self.weight_affinity} > 0 but no 'affinity' "
+                f"prediction (got {sorted(outputs)}); use a model with an affinity head or set "
+                "weight_affinity=0"
+            )
+        sem = tg["semantic"]
+        mask = None
+        if not sem.is_floating_point():
+            ignore = self.semantic.ignore_index
+            mask = (sem[:, 0] if sem.dim() == outputs["affinity"].dim() else sem) != ignore
+        return self.affinity(outputs["affinity"], tg["instance"], mask=mask)
 
 
 class Vista2DLoss(VistaLoss):

@@ -254,7 +254,13 @@ def build_datamodule_from_cfg(cfg: Mapping[str, Any], *, setup_stage: str | None
     except TypeError as exc:
         raise ConfigError(f"config section 'data' ({name}): {exc}") from exc
     except ValueError as exc:
+        from neurons.data import PatchSizeError
         from neurons.data.transforms import AugmentationError
+
+        if isinstance(exc, PatchSizeError):  # the patch does not fit the data or its split
+            raise ConfigError(
+                f"config key 'data.patch_size' = {list(kwargs['patch_size'])} ({name}): {exc}"
+            ) from exc
 
         if isinstance(exc, AugmentationError):  # e.g. a combination only setup() can check
             raise ConfigError(f"config key 'data.augment': {exc}") from exc

@@ -40,6 +40,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     import hydra
     from omegaconf import DictConfig
 
+    from neurons.data import DataError
     from neurons.train.errors import TrainError
 
     status = {"code": 0}
@@ -50,7 +51,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 
         try:
             result = run_training(cfg)
-        except TrainError as exc:
+        except (TrainError, DataError) as exc:  # a user mistake: one line, exit 2
             print(f"neurons-train: error: {exc}", file=sys.stderr)
             status["code"] = 2
             return
