@@ -1,4 +1,4 @@
-"""neurons.losses — embedding, geometry and Vista losses for connectomics (vectorised torch).
+"""neurons.losses — embedding, affinity, geometry and Vista losses (vectorised torch).
 
 Everything is one dimension-agnostic implementation (2-D or 3-D from the input's shape) that
 stays on the input's device; per-instance statistics are segment reductions, never a Python
@@ -7,6 +7,7 @@ loop over instances.  Training targets live in :mod:`neurons.losses.targets`.
 
 from . import targets
 from ._core import LossConfigError, LossError, LossInputError, segment_instances
+from .affinity import AffinityLoss, affinity_targets
 from .embedding import CentroidEmbeddingLoss, SkeletonEmbeddingLoss
 from .vista import GeometryLoss, InstanceLoss, SemanticLoss, Vista2DLoss, Vista3DLoss, VistaLoss
 
@@ -23,6 +24,8 @@ __all__ = [
     "InstanceLoss",
     "GeometryLoss",
     "VistaLoss",
+    "AffinityLoss",
+    "affinity_targets",
     "Vista2DLoss",
     "Vista3DLoss",
     "LossError",
