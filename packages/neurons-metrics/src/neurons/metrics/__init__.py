@@ -5,17 +5,10 @@ package README for conventions (VOI split = H(pred|gt), merge = H(gt|pred), log2
 conventions) and edge-case values.
 """
 
+from .ap import MITOEM_AREA_RANGES, MITOEM_IOU_THRESHOLDS, APResult, average_precision
 from .emi import expected_mutual_information
 from .errors import InputError, MetricsError, ShapeMismatchError, TableMergeError, TEDError
-from .instance import (
-    MITOEM_AREA_RANGES,
-    APResult,
-    MatchResult,
-    PQResult,
-    average_precision,
-    match_instances,
-    panoptic_quality,
-)
+from .instance import MatchResult, PQResult, match_instances, panoptic_quality
 from .partition import (
     VOI,
     ARand,
@@ -59,6 +52,7 @@ __all__ = [
     "APResult",
     "PQResult",
     "MITOEM_AREA_RANGES",
+    "MITOEM_IOU_THRESHOLDS",
     "match_instances",
     "average_precision",
     "panoptic_quality",

@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 
 from ._common import Labels
+from .ap import average_precision
 from .errors import InputError
-from .instance import average_precision, match_instances, panoptic_quality
+from .instance import match_instances, panoptic_quality
 from .partition import (
     adapted_rand_error,
     adjusted_mutual_info,
