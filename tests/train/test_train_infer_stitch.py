@@ -289,8 +289,12 @@ def test_compute_tasks_progress_and_errors():
     seen = []
     out = compute_tasks(lambda v: v * v, [1, 2, 3], "threads", 2, seen.append)
     assert out == [1, 4, 9] and sorted(seen) == [1, 4, 9]
-    with pytest.raises(StitchError, match="distributed"):
-        compute_tasks(lambda v: v, [1], "tcp://127.0.0.1:1")
+    import dask
+
+    # no scheduler listens on port 1: a typed error naming the address, not a bare OSError
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        with pytest.raises(StitchError, match="distributed.*127.0.0.1:1"):
+            compute_tasks(lambda v: v, [1], "tcp://127.0.0.1:1")
     with pytest.raises(StitchError, match="block"):
         BlockGrid((10, 10), (0, 4), (1, 1))
 

@@ -14,32 +14,37 @@ Pipeline (memory bounded by the block size, not the volume):
    provisional id -> final sequential id.
 4. **Relabel pass**: the scratch map is streamed slab by slab through the lookup table into the
    output via :func:`neurons.io.write_blocks` (atomic: temporary file, then rename).
+
+This module orchestrates; each concern has its own module: :mod:`.blocks` (geometry),
+:mod:`.predictor`, :mod:`.scheduling` (dask), :mod:`.scratch` (node-local memory maps),
+:mod:`.matching` (halo IoU), :mod:`.relabel` (union-find, lookup tables). The same steps run on a
+``dask.distributed`` cluster over a shared Zarr store in :mod:`.distributed`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import ctypes.util
-import math
 import os
-import shutil
-import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .blocks import BlockGrid, as_axis_tuple, halo_mask, inner_box
 from .decode import DecodeConfig, decode_instances
 from .errors import StitchError
+from .matching import match_halo, match_pairs
+from .predictor import Predictor
+from .relabel import union_find_lut
+from .scheduling import compute_tasks
+from .scratch import atomic_save, open_scratch, release_freed_memory, scratch_dir, slabs
 from .sliding import SlidingWindow, predict_region
 
 __all__ = [
     "BlockGrid",
+    "Predictor",
     "SegmentationResult",
     "compute_tasks",
     "match_pairs",
@@ -47,222 +52,6 @@ __all__ = [
     "segment_volume",
     "union_find_lut",
 ]
-
-
-# --------------------------------------------------------------------------------------------
-# geometry
-# --------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class BlockGrid:
-    """Tiling of a volume into blocks with a halo.
-
-    Examples
-    --------
-    >>> g = BlockGrid((10, 10), (4, 4), (1, 1))
-    >>> len(g), g.core(0), g.outer(0)
-    (9, (slice(0, 4, None), slice(0, 4, None)), (slice(0, 5, None), slice(0, 5, None)))
-    """
-
-    shape: tuple[int, ...]
-    block: tuple[int, ...]
-    overlap: tuple[int, ...]
-
-    def __post_init__(self) -> None:
-        if not (len(self.shape) == len(self.block) == len(self.overlap)):
-            raise StitchError(
-                f"block size {self.block} and overlap {self.overlap} need one entry per axis of "
-                f"the volume shape {self.shape}"
-            )
-        if any(b < 1 for b in self.block) or any(o < 0 for o in self.overlap):
-            raise StitchError(
-                f"block sizes must be >= 1 and overlaps >= 0, got {self.block}, {self.overlap}"
-            )
-
-    @property
-    def counts(self) -> tuple[int, ...]:
-        return tuple(math.ceil(s / b) for s, b in zip(self.shape, self.block, strict=True))
-
-    def __len__(self) -> int:
-        return int(np.prod(self.counts))
-
-    def index(self, i: int) -> tuple[int, ...]:
-        return tuple(int(v) for v in np.unravel_index(i, self.counts))
-
-    def core(self, i: int) -> tuple[slice, ...]:
-        return tuple(
-            slice(k * b, min((k + 1) * b, s))
-            for k, b, s in zip(self.index(i), self.block, self.shape, strict=True)
-        )
-
-    def outer(self, i: int) -> tuple[slice, ...]:
-        return tuple(
-            slice(max(c.start - o, 0), min(c.stop + o, s))
-            for c, o, s in zip(self.core(i), self.overlap, self.shape, strict=True)
-        )
-
-
-def _tuple(v: int | Sequence[int], n: int, name: str) -> tuple[int, ...]:
-    if isinstance(v, int | np.integer):
-        return (int(v),) * n
-    out = tuple(int(x) for x in v)
-    if len(out) == 1:
-        return out * n
-    if len(out) != n:
-        raise StitchError(f"{name} needs 1 or {n} values (one per axis), got {v!r}")
-    return out
-
-
-def _halo_mask(outer: Sequence[slice], core: Sequence[slice]) -> np.ndarray:
-    """Boolean mask over ``outer`` that is True outside ``core``."""
-    shape = tuple(o.stop - o.start for o in outer)
-    m = np.ones(shape, dtype=bool)
-    m[
-        tuple(slice(c.start - o.start, c.stop - o.start) for c, o in zip(core, outer, strict=True))
-    ] = False
-    return m
-
-
-# --------------------------------------------------------------------------------------------
-# predictors (picklable, cached per process)
-# --------------------------------------------------------------------------------------------
-_PREDICTOR_CACHE: dict[tuple[str, str], Callable] = {}
-
-
-@dataclass
-class Predictor:
-    """A picklable prediction callable: a model object or a checkpoint path (loaded lazily,
-    once per worker process). ``planewise=True`` runs a 2-D model on ``(B, C, 1, H, W)``
-    windows of a 3-D volume (section by section).
-
-    Examples
-    --------
-    >>> import torch
-    >>> p = Predictor(model=torch.nn.Identity())
-    >>> p(torch.zeros(1, 1, 4, 4)).shape
-    torch.Size([1, 1, 4, 4])
-    """
-
-    model: Any = None
-    checkpoint: str | None = None
-    device: str = "cpu"
-    planewise: bool = False
-
-    def __post_init__(self) -> None:
-        if (self.model is None) == (self.checkpoint is None):
-            raise StitchError("Predictor needs exactly one of model= or checkpoint=")
-
-    def _get(self) -> Callable:
-        if self.model is not None:
-            return self.model
-        key = (str(self.checkpoint), str(self.device))
-        if key not in _PREDICTOR_CACHE:
-            from .checkpoint import load_model
-
-            _PREDICTOR_CACHE[key] = load_model(self.checkpoint, self.device)[0]
-        return _PREDICTOR_CACHE[key]
-
-    def __call__(self, x):
-        import torch
-
-        model = self._get()
-        if isinstance(model, torch.nn.Module):
-            dev = next(iter(model.parameters()), torch.empty(0)).device
-            x = x.to(dev)
-        if not self.planewise:
-            return model(x)
-        if x.ndim != 5 or x.shape[2] != 1:
-            raise StitchError(
-                f"planewise prediction needs (B, C, 1, H, W) windows, got {tuple(x.shape)}"
-            )
-        out = model(x[:, :, 0])
-        if isinstance(out, torch.Tensor):
-            return out[:, :, None]
-        return {k: v[:, :, None] for k, v in out.items()}
-
-    def __getstate__(self) -> dict:
-        return {
-            "model": self.model,
-            "checkpoint": self.checkpoint,
-            "device": self.device,
-            "planewise": self.planewise,
-        }
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-
-
-# --------------------------------------------------------------------------------------------
-# dask execution
-# --------------------------------------------------------------------------------------------
-def compute_tasks(
-    func: Callable,
-    items: Sequence[Any],
-    scheduler: str | Any = "threads",
-    num_workers: int | None = None,
-    on_done: Callable[[Any], None] | None = None,
-) -> list[Any]:
-    """Run ``func(item)`` for every item with dask, calling ``on_done(result)`` as each finishes.
-
-    Parameters
-    ----------
-    scheduler : str or distributed.Client
-        ``"threads"``, ``"processes"``, ``"sync"``/``"synchronous"``, a distributed scheduler
-        address (``"tcp://host:8786"``) or a ``distributed.Client``.
-
-    Returns
-    -------
-    list
-        Results in the order of ``items``.
-
-    Examples
-    --------
-    >>> compute_tasks(lambda v: v * 2, [1, 2, 3], "sync")
-    [2, 4, 6]
-    """
-    import dask
-    from dask.callbacks import Callback
-
-    if not items:
-        return []
-    client = None
-    if not isinstance(scheduler, str):
-        client = scheduler
-    elif scheduler not in ("threads", "processes", "sync", "synchronous", "single-threaded"):
-        try:
-            from distributed import Client
-        except ImportError as exc:
-            raise StitchError(
-                f"scheduler {scheduler!r} looks like a distributed address, but dask.distributed "
-                "is not installed (pip install 'dask[distributed]'); or use threads|processes"
-            ) from exc
-        client = Client(scheduler)
-    if client is not None:
-        from distributed import as_completed
-
-        futures = client.map(func, list(items), pure=False)
-        index = {f.key: i for i, f in enumerate(futures)}
-        results: list[Any] = [None] * len(items)
-        for fut in as_completed(futures):
-            results[index[fut.key]] = res = fut.result()
-            if on_done is not None:
-                on_done(res)
-        if isinstance(scheduler, str):
-            client.close()
-        return results
-
-    tasks = [dask.delayed(func, pure=False)(item) for item in items]
-    keys = {t.key for t in tasks}
-
-    class _Progress(Callback):
-        def _posttask(self, key, result, dsk, state, id):  # noqa: A002 - dask's signature
-            if on_done is not None and key in keys:
-                on_done(result)
-
-    kwargs: dict[str, Any] = {"scheduler": "sync" if scheduler.startswith("s") else scheduler}
-    if num_workers is not None and scheduler in ("threads", "processes"):
-        kwargs["num_workers"] = int(num_workers)
-    with _Progress():
-        return list(dask.compute(*tasks, **kwargs))
 
 
 # --------------------------------------------------------------------------------------------
@@ -292,66 +81,31 @@ class _BlockStats:
     seconds: float
 
 
-def _open_scratch(path: str) -> np.ndarray:
-    return np.load(path, mmap_mode="r+")
-
-
-def _load_malloc_trim() -> Callable[[int], int] | None:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc.malloc_trim
-    except (OSError, AttributeError):  # not glibc (macOS, musl, Windows): nothing to trim
-        return None
-
-
-_MALLOC_TRIM = _load_malloc_trim()
-
-
-def _release_freed_memory() -> None:
-    """Give memory freed by the last block back to the operating system (glibc only).
-
-    Each block allocates and frees tens of MB of numpy/torch buffers of varying sizes; glibc
-    keeps such freed heap memory, fragmented, inside the process, so without this the resident
-    size grew by about the block's uint64 labels per block (~1 MB per 32x128x128 block),
-    i.e. with the volume instead of the block. Costs a few ms per call.
-    """
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
-
-
 def _block_task(job: _Job) -> _BlockStats:
     t0 = time.perf_counter()
     out = predict_region(job.predictor, job.source, job.window, job.outer, channels=job.channels)
     ins, sem = decode_instances(out, job.decode)
     del out
-    inner = tuple(
-        slice(c.start - o.start, c.stop - o.start) for c, o in zip(job.core, job.outer, strict=True)
-    )
+    inner = inner_box(job.core, job.outer)
     core = ins[inner]
     core_size = core.size
     glob = np.where(core > 0, core + np.uint64(job.offset), np.uint64(0))
     # no flush(): msync would scan the whole map (O(volume) per block); MAP_SHARED writes are
     # visible to every process through the page cache as soon as they are made
-    lab = _open_scratch(job.scratch + ".instance.npy")
+    lab = open_scratch(job.scratch + ".instance.npy")
     lab[job.core] = glob
-    semm = _open_scratch(job.scratch + ".semantic.npy")
+    semm = open_scratch(job.scratch + ".semantic.npy")
     semm[job.core] = sem[inner]
     del lab, semm
     if job.halo_file is not None:
-        halo = ins[_halo_mask(job.outer, job.core)]
-        _atomic_save(job.halo_file, halo.astype(np.uint32) if ins.size < 2**32 else halo)
+        halo = ins[halo_mask(job.outer, job.core)]
+        atomic_save(job.halo_file, halo.astype(np.uint32) if ins.size < 2**32 else halo)
     ids, sizes = np.unique(glob[glob > 0], return_counts=True)
     del ins, sem, core, glob
-    _release_freed_memory()
+    release_freed_memory()
     return _BlockStats(
         job.index, ids, sizes.astype(np.int64), int(core_size), time.perf_counter() - t0
     )
-
-
-def _atomic_save(path: str, array: np.ndarray) -> None:
-    tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp.npy"
-    np.save(tmp, array)
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -365,135 +119,17 @@ class _MatchJob:
     counts: tuple[int, ...]
 
 
-def match_pairs(
-    a: np.ndarray, b: np.ndarray, threshold: float = 0.5, groups: np.ndarray | None = None
-) -> np.ndarray:
-    """Pairs of ids ``(a_id, b_id)`` whose voxels overlap with IoU >= ``threshold``.
-
-    ``a`` and ``b`` are two labellings of the same voxels (e.g. one block's halo and what its
-    neighbours wrote there); 0 is background. With ``groups`` (e.g. which neighbour block each
-    voxel belongs to), the IoU of a pair is computed inside the group of its voxels, so an
-    object of ``a`` spreading over several neighbours still matches each of them.
-    Vectorised (sorts), no table indexed by ids.
-
-    Returns
-    -------
-    numpy.ndarray
-        uint64 ``(M, 2)``.
-
-    Examples
-    --------
-    >>> match_pairs(np.array([1, 1, 1, 2]), np.array([7, 7, 0, 9])).tolist()
-    [[1, 7], [2, 9]]
-    """
-    a = np.asarray(a).ravel().astype(np.uint64, copy=False)
-    b = np.asarray(b).ravel().astype(np.uint64, copy=False)
-    g = (
-        np.zeros(a.shape, np.uint64)
-        if groups is None
-        else np.asarray(groups).ravel().astype(np.uint64)
-    )
-    if not a.shape == b.shape == g.shape:
-        raise StitchError(f"match_pairs: labellings differ in size ({a.size}, {b.size}, {g.size})")
-    both = (a > 0) & (b > 0)
-    if not both.any():
-        return np.zeros((0, 2), dtype=np.uint64)
-    # compact codes (ranks) instead of raw ids, so each combination is one int64 key
-    ua, ia = np.unique(a, return_inverse=True)
-    ub, ib, cb = np.unique(b, return_inverse=True, return_counts=True)
-    ug, ig = np.unique(g, return_inverse=True)
-    ng = np.int64(ug.size)
-    ag_key = ia.astype(np.int64) * ng + ig
-    uag, cag = np.unique(ag_key, return_counts=True)
-    trip_key = (ia[both].astype(np.int64) * np.int64(ub.size) + ib[both]) * ng + ig[both]
-    ut, nab = np.unique(trip_key, return_counts=True)
-    ta, rest = np.divmod(ut, np.int64(ub.size) * ng)
-    tb, tg = np.divmod(rest, ng)
-    na = cag[np.searchsorted(uag, ta * ng + tg)]
-    nb = cb[tb]
-    keep = nab / (na + nb - nab) >= threshold
-    return np.stack([ua[ta[keep]], ub[tb[keep]]], axis=1).astype(np.uint64)
-
-
 def _match_task(job: _MatchJob, threshold: float) -> np.ndarray:
-    local = np.load(job.halo_file).astype(np.uint64)
-    a = np.where(local > 0, local + np.uint64(job.offset), np.uint64(0))
-    halo = _halo_mask(job.outer, job.core)
     lab = np.load(job.scratch + ".instance.npy", mmap_mode="r")
-    b = np.asarray(lab[job.outer])[halo]
+    neighbours = np.asarray(lab[job.outer])
     del lab
-    # which neighbour block each halo voxel belongs to (linear block index)
-    coords = np.nonzero(halo)
-    group = np.zeros(b.shape, dtype=np.int64)
-    for c, o, blk, n in zip(coords, job.outer, job.block, job.counts, strict=True):
-        group = group * n + (c + o.start) // blk
-    pairs = match_pairs(a, b, threshold, group)
-    del a, b, group, coords
-    _release_freed_memory()
+    pairs = match_halo(
+        np.load(job.halo_file), job.offset, neighbours, job.core, job.outer, job.block,
+        job.counts, threshold,
+    )  # fmt: skip
+    del neighbours
+    release_freed_memory()
     return pairs
-
-
-def union_find_lut(
-    ids: np.ndarray, sizes: np.ndarray, edges: np.ndarray, min_size: int = 0
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Merge provisional ids along ``edges`` and number the merged objects ``1..K``.
-
-    Parameters
-    ----------
-    ids : uint64 array
-        Provisional ids (any values, unsorted, may repeat across blocks).
-    sizes : int array
-        Voxel count of each entry of ``ids`` (summed per id).
-    edges : uint64 array (M, 2)
-        Pairs of provisional ids that are the same object.
-    min_size : int
-        Merged objects with fewer voxels become 0.
-
-    Returns
-    -------
-    (keys, values, K)
-        Sorted unique provisional ids, their final ids (uint64, 0 = removed) and the count.
-
-    Examples
-    --------
-    >>> k, v, n = union_find_lut(np.array([5, 9, 11]), np.array([3, 3, 1]), np.array([[5, 11]]))
-    >>> v.tolist(), n
-    ([1, 2, 1], 2)
-    """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    ids = np.asarray(ids, dtype=np.uint64)
-    keys, inv = np.unique(ids, return_inverse=True)
-    n = keys.size
-    tot = np.bincount(inv, weights=np.asarray(sizes, dtype=np.float64), minlength=n)
-    edges = np.asarray(edges, dtype=np.uint64).reshape(-1, 2)
-    ei = np.searchsorted(keys, edges[:, 0]) if n else np.zeros(0, np.int64)
-    ej = np.searchsorted(keys, edges[:, 1]) if n else np.zeros(0, np.int64)
-    ok = (ei < n) & (ej < n)
-    ok[ok] &= (keys[ei[ok]] == edges[ok, 0]) & (keys[ej[ok]] == edges[ok, 1])
-    graph = coo_matrix((np.ones(int(ok.sum()), np.int8), (ei[ok], ej[ok])), shape=(n, n))
-    ncomp, comp = connected_components(graph, directed=False)
-    comp_size = np.bincount(comp, weights=tot, minlength=ncomp)
-    keep = comp_size >= max(min_size, 1)
-    # number kept components in order of their smallest provisional id (deterministic)
-    first = np.full(ncomp, n, dtype=np.int64)
-    np.minimum.at(first, comp, np.arange(n))
-    order = np.argsort(first, kind="stable")
-    final = np.zeros(ncomp, dtype=np.uint64)
-    kept = order[keep[order]]
-    final[kept] = np.arange(1, kept.size + 1, dtype=np.uint64)
-    return keys, final[comp], int(kept.size)
-
-
-def _apply_lut(block: np.ndarray, keys: np.ndarray, values: np.ndarray) -> np.ndarray:
-    out = np.zeros(block.shape, dtype=np.uint64)
-    fg = block > 0
-    if keys.size and fg.any():
-        v = block[fg]
-        idx = np.minimum(np.searchsorted(keys, v), keys.size - 1)
-        out[fg] = np.where(keys[idx] == v, values[idx], np.uint64(0))
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -515,42 +151,11 @@ class SegmentationResult:
     voxels: int
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
+    skipped_blocks: int = 0  # blocks a resumed run found finished already (distributed path)
 
     @property
     def voxels_per_second(self) -> float:
         return self.voxels / max(self.seconds, 1e-9)
-
-
-@contextlib.contextmanager
-def _scratch_dir(near: Path | None) -> Iterator[Path]:
-    parent = near.parent if near is not None else None
-    if parent is not None:
-        parent.mkdir(parents=True, exist_ok=True)
-    name = f".{near.name}.neurons-infer-" if near is not None else "neurons-infer-"
-    d = Path(tempfile.mkdtemp(prefix=name, dir=parent))
-    try:
-        yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
-
-
-def _slabs(
-    path: str, keys: np.ndarray | None, values: np.ndarray | None, planes: int
-) -> Iterator[np.ndarray]:
-    # plain reads, not a memory map: pages of a whole-volume map stay resident in (and are
-    # counted against) this process while it walks the file, so memory would grow with the volume
-    with open(path, "rb") as f:
-        fmt = np.lib.format
-        version = fmt.read_magic(f)
-        header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-        shape, fortran, dtype = header(f)
-        if fortran:
-            raise StitchError(f"{path}: scratch array is Fortran-ordered")
-        plane = int(np.prod(shape[1:], dtype=np.int64))
-        for z in range(0, shape[0], planes):
-            n = min(planes, shape[0] - z)
-            block = np.fromfile(f, dtype=dtype, count=n * plane).reshape(n, *shape[1:])
-            yield _apply_lut(block, keys, values) if keys is not None else block
 
 
 def segment_blockwise(
@@ -631,9 +236,11 @@ def segment_blockwise(
             f"volume shape {shape} has {ndim} spatial axes, window {window.window} has {window.ndim}"
         )
     grid = BlockGrid(
-        shape, _tuple(block_size, ndim, "block_size"), _tuple(overlap, ndim, "overlap")
+        shape,
+        as_axis_tuple(block_size, ndim, "block_size"),
+        as_axis_tuple(overlap, ndim, "overlap"),
     )
-    id_stride = int(np.prod([b + 2 * o for b, o in zip(grid.block, grid.overlap, strict=True)])) + 1
+    id_stride = grid.id_stride
     if id_stride * len(grid) >= 2**63:
         raise StitchError(
             f"{len(grid)} blocks of {grid.block} voxels overflow uint64 ids; use larger blocks"
@@ -646,13 +253,13 @@ def segment_blockwise(
         out_key = key or out_key
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
-    with _scratch_dir(out_path) as scratch_dir:
-        scratch = str(scratch_dir / "labels")
+    with scratch_dir(out_path) as work:
+        scratch = str(work / "labels")
         np.lib.format.open_memmap(
             scratch + ".instance.npy", mode="w+", dtype=np.uint64, shape=shape
         )
         np.lib.format.open_memmap(scratch + ".semantic.npy", mode="w+", dtype=np.uint8, shape=shape)
-        has_halo = any(o > 0 for o in grid.overlap) and len(grid) > 1
+        has_halo = grid.has_halo
         jobs = [
             _Job(
                 index=i,
@@ -665,7 +272,7 @@ def segment_blockwise(
                 window=window,
                 decode=block_decode,
                 scratch=scratch,
-                halo_file=str(scratch_dir / f"halo_{i}.npy") if has_halo else None,
+                halo_file=str(work / f"halo_{i}.npy") if has_halo else None,
             )
             for i in range(len(grid))
         ]
@@ -702,23 +309,23 @@ def segment_blockwise(
         if out_path is not None:
             from neurons.io import write_blocks
 
-            arrays = [(out_key, np.uint64, _slabs(scratch + ".instance.npy", keys, values, planes))]
+            arrays = [(out_key, np.uint64, slabs(scratch + ".instance.npy", keys, values, planes))]
             if semantic_key:
                 arrays.append(
-                    (semantic_key, np.uint8, _slabs(scratch + ".semantic.npy", None, None, planes))
+                    (semantic_key, np.uint8, slabs(scratch + ".semantic.npy", None, None, planes))
                 )
-            for key, dtype, slabs in arrays:
+            for key, dtype, parts in arrays:
                 write_blocks(
                     out_path,
                     shape,
                     dtype,
-                    slabs,
+                    parts,
                     key=key,
                     voxel_size=voxel_size,
                     compression=compression,
                 )
         else:
-            instance = np.concatenate(list(_slabs(scratch + ".instance.npy", keys, values, planes)))
+            instance = np.concatenate(list(slabs(scratch + ".instance.npy", keys, values, planes)))
             semantic = np.load(scratch + ".semantic.npy")
         timings["relabel"] = time.perf_counter() - t0
     total = time.perf_counter() - t_start
