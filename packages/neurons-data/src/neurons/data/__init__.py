@@ -27,6 +27,8 @@ from .datasets import (
     MitoEM2Dataset,
     SNEMI3DDataset,
     SyntheticDataset,
+    VolumesDataset,
+    VolumeSpecError,
 )
 from .errors import (
     ChecksumError,
@@ -57,11 +59,14 @@ from .splits import Region, split_regions
 from .synthetic import make_synthetic_volume
 from .transforms import build_augmentation
 from .volume import ArraySource, LabeledVolume, intensity_range, scale_intensity
+from .volume_splits import BoxRegion
+from .volumes_datamodule import VolumesDataModule
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ArraySource",
+    "BoxRegion",
     "CREMI3DDataModule",
     "CREMI3DDataset",
     "ChecksumError",
@@ -98,6 +103,9 @@ __all__ = [
     "SyntheticDataModule",
     "SyntheticDataset",
     "UNIFIED_CLASSES",
+    "VolumeSpecError",
+    "VolumesDataModule",
+    "VolumesDataset",
     "WholeVolumeDataset",
     "__version__",
     "build_augmentation",

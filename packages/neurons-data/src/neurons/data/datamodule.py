@@ -174,13 +174,17 @@ class EMDataModule(L.LightningDataModule):
         return self.reader_class(self.root, **self.reader_kwargs)  # type: ignore[call-arg]
 
     # -- Lightning hooks ---------------------------------------------------------------------
+    def make_regions(self) -> tuple[list[Region], list[Region]]:
+        """``(train, val)`` regions of the labelled pool (:func:`split_regions` by default)."""
+        return split_regions(
+            self.reader.volumes("train"), self.val_fraction, self.split, self.gap,
+            min_depth=self.patch[0],
+        )
+
     def setup(self, stage: str | None = None) -> None:
         """Read the volumes and build the datasets for ``stage`` (fit/validate/test/predict)."""
         if stage in (None, "fit", "validate") and self.train_set is None:
-            volumes = self.reader.volumes("train")
-            self.train_regions, self.val_regions = split_regions(
-                volumes, self.val_fraction, self.split, self.gap, min_depth=self.patch[0]
-            )
+            self.train_regions, self.val_regions = self.make_regions()
             self.train_set = RandomPatchDataset(
                 self.train_regions,
                 self.patch_size,
@@ -423,8 +427,8 @@ def build_datamodule(name: str, **kwargs: Any) -> L.LightningDataModule:
 
     Parameters
     ----------
-    name : {"synthetic", "snemi3d", "cremi3d", "microns", "mitoem2", "isbi2012", "combine"}
-        Dataset name.
+    name : {"synthetic", "snemi3d", "cremi3d", "microns", "mitoem2", "isbi2012", "volumes", "combine"}
+        Dataset name (``"volumes"``: your own files, see :class:`~neurons.data.VolumesDataModule`).
     **kwargs
         Keyword arguments of the DataModule (see :class:`EMDataModule`). For ``"combine"``:
         ``datasets`` (list of names, or mapping name -> that child's kwargs), ``weights``
@@ -464,7 +468,7 @@ def _build_combine(
     children = {}
     for child, child_kwargs in specs.items():
         ckw = {**kwargs, **dict(_plain(child_kwargs) or {})}
-        if root is not None and "root" not in ckw and child != "synthetic":
+        if root is not None and "root" not in ckw and child not in ("synthetic", "volumes"):
             ckw["root"] = Path(root) / child
         if "seed" in own and "seed" not in ckw:
             ckw["seed"] = own["seed"]
@@ -473,3 +477,9 @@ def _build_combine(
             raise ValueError(f"cannot nest {child!r} inside combine")
         children[child] = dm
     return CombineDataModule(children, weights=weights, **own)
+
+
+# registered last: it subclasses EMDataModule defined above
+from .volumes_datamodule import VolumesDataModule  # noqa: E402
+
+DATAMODULES["volumes"] = VolumesDataModule

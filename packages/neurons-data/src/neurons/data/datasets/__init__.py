@@ -7,6 +7,7 @@ from .microns import CloudVolumeArray, MICRONSDataset
 from .mitoem2 import MitoEM2Dataset
 from .snemi3d import SNEMI3DDataset
 from .synthetic import SyntheticDataset
+from .volumes import VolumesDataset, VolumeSpecError
 
 DATASETS: dict[str, type[EMDataset]] = {
     "snemi3d": SNEMI3DDataset,
@@ -15,6 +16,7 @@ DATASETS: dict[str, type[EMDataset]] = {
     "mitoem2": MitoEM2Dataset,
     "isbi2012": ISBI2012Dataset,
     "synthetic": SyntheticDataset,
+    "volumes": VolumesDataset,
 }
 
 __all__ = [
@@ -27,4 +29,6 @@ __all__ = [
     "MitoEM2Dataset",
     "SNEMI3DDataset",
     "SyntheticDataset",
+    "VolumeSpecError",
+    "VolumesDataset",
 ]
