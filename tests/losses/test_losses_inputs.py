@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -11,7 +12,10 @@ import torch
 from neurons.losses import (
     CentroidEmbeddingLoss,
     GeometryLoss,
+    InstanceLoss,
     LossInputError,
+    LossInputWarning,
+    SemanticLoss,
     SkeletonEmbeddingLoss,
     VistaLoss,
     segment_instances,
@@ -151,3 +155,67 @@ def test_embedding_losses_empty_and_single_instance(case, dim):
     assert sk["push"].item() == 0
     sk["loss"].backward()
     assert torch.isfinite(off.grad).all()
+
+
+# -- issue 15: batch-size mismatch, empty batch and NaN inputs ------------------------------------
+
+
+def _pred(b, c, shape, seed=0):
+    return torch.randn(b, c, *shape, generator=torch.Generator().manual_seed(seed))
+
+
+_SHAPE = (6, 7)
+_CASES = {
+    "semantic-softmax": (lambda p, y: SemanticLoss(mode="softmax")(p, (y > 0).long()), 3),
+    "semantic-sigmoid": (lambda p, y: SemanticLoss(mode="sigmoid")(p, (y > 0).long()), 3),
+    "instance": (lambda p, y: InstanceLoss()(p, y), 4),
+    "centroid": (lambda p, y: CentroidEmbeddingLoss()(p, y), 4),
+    "skeleton": (lambda p, y: SkeletonEmbeddingLoss()(p, y), 2),
+    "geometry": (lambda p, y: GeometryLoss(weight_raw=0.0)(p, y), 10),
+}
+
+
+@pytest.mark.parametrize("name", list(_CASES))
+def test_batch_size_mismatch_raises_the_package_error(name):
+    fn, c = _CASES[name]
+    lab = R.random_labels(_SHAPE, 3, b=1, seed=1)
+    with pytest.raises(LossInputError, match="batch size 1 .* batch size 2"):
+        fn(_pred(2, c, _SHAPE), lab)
+    lab2 = R.random_labels(_SHAPE, 3, b=2, seed=1)
+    assert torch.isfinite(fn(_pred(2, c, _SHAPE), lab2)["loss"])  # matching batches still work
+
+
+def test_softmax_labels_batch_one_no_longer_broadcast():
+    """The issue's case: before the fix this returned a finite loss (labels broadcast)."""
+    logits = _pred(2, 2, _SHAPE)
+    with pytest.raises(LossInputError, match="semantic: batch size 1"):
+        SemanticLoss(mode="softmax")(logits, torch.zeros(1, *_SHAPE, dtype=torch.long))
+
+
+@pytest.mark.parametrize("name", list(_CASES))
+def test_empty_batch_raises_the_package_error(name):
+    fn, c = _CASES[name]
+    with pytest.raises(LossInputError, match="empty batch"):
+        fn(_pred(0, c, _SHAPE), torch.zeros(0, *_SHAPE, dtype=torch.long))
+
+
+def test_vista_batch_mismatch_names_the_input():
+    lab = R.random_labels(_SHAPE, 3, b=1, seed=2)
+    outs = {"semantic": _pred(2, 3, _SHAPE), "instance": _pred(2, 4, _SHAPE)}
+    with pytest.raises(LossInputError, match="batch size"):
+        VistaLoss(weight_geometry=0.0)(outs, {"semantic": (lab > 0).long(), "instance": lab})
+
+
+@pytest.mark.parametrize("name", ["semantic-softmax", "instance", "centroid"])
+def test_nan_prediction_warns_and_can_be_made_an_error(name):
+    fn, c = _CASES[name]
+    pred = _pred(2, c, _SHAPE)
+    pred[1, 0, 2, 3] = float("nan")
+    lab = R.random_labels(_SHAPE, 3, b=2, seed=3)
+    with pytest.warns(LossInputWarning, match="1 of .* NaN/inf"):
+        out = fn(pred, lab)
+    assert not torch.isfinite(out["loss"])  # not hidden: the loss itself is NaN
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LossInputWarning)
+        with pytest.raises(LossInputWarning):
+            fn(pred, lab)

@@ -35,7 +35,7 @@ def test_atomic_save_keeps_old_file_when_writing_fails(tmp_path, monkeypatch):
 def test_resolve_ckpt_path(tmp_path):
     assert resolve_ckpt_path(None, tmp_path) is None
     assert resolve_ckpt_path("last", tmp_path) is None
-    (tmp_path / "last.ckpt").write_bytes(b"x")
+    torch.save({"state_dict": {}, "global_step": 0}, tmp_path / "last.ckpt")
     assert resolve_ckpt_path("last", tmp_path) == str(tmp_path / "last.ckpt")
     with pytest.raises(CheckpointError, match="nope.ckpt"):
         resolve_ckpt_path(str(tmp_path / "nope.ckpt"), tmp_path)

@@ -20,7 +20,7 @@ from .errors import (
 from .paths import split_key
 from .render import label_colors, render_section
 from .volume import Volume, list_keys, open_volume, read_volume
-from .write import convert_volume, write_blocks, write_volume
+from .write import check_destination, convert_volume, write_blocks, write_volume
 
 __version__ = "0.1.0"
 
@@ -37,6 +37,7 @@ __all__ = [
     "VolumeReadError",
     "VolumeWriteError",
     "__version__",
+    "check_destination",
     "convert_volume",
     "detect_format",
     "list_keys",

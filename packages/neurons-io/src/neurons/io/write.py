@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -79,12 +80,21 @@ def write_blocks(
     Path
         The destination that was written.
     """
+    spec, backend, keep = _plan(dst, shape, dtype, key, voxel_size, chunks, compression, format)
+    path = spec.target
+    with atomic_destination(path, directory=backend.DIRECTORY, keep_existing=keep) as tmp:
+        spec.tmp = tmp
+        backend.write(spec, _checked(blocks, spec.shape, spec.dtype, path))
+    return path
+
+
+def _plan(dst, shape, dtype, key, voxel_size, chunks, compression, fmt):
     path, key = split_key(dst, key)
     shape = tuple(int(s) for s in shape)
     dtype = np.dtype(dtype)
     check_volume_shape(shape, str(path))
     check_dtype(dtype, str(path))
-    fmt = destination_format(path, format)
+    fmt = destination_format(path, fmt)
     backend = get_backend("slices" if fmt == "png-slices" else fmt)
     if isinstance(chunks, str):
         chunks = tuple(int(c) for c in chunks.split(","))
@@ -103,9 +113,52 @@ def write_blocks(
     keep = bool(backend.CONTAINER and key is not None and path.exists())
     if keep and detect_format(path) != fmt:
         raise VolumeWriteError(f"{path}: exists but is not a {fmt} container; cannot add key {key!r}")
-    with atomic_destination(path, directory=backend.DIRECTORY, keep_existing=keep) as tmp:
-        spec.tmp = tmp
-        backend.write(spec, _checked(blocks, shape, dtype, path))
+    return spec, backend, keep
+
+
+def check_destination(
+    dst: PathLike,
+    shape: Sequence[int],
+    dtype,
+    key: str | None = None,
+    voxel_size=None,
+    chunks=None,
+    compression: str | None = None,
+    *,
+    format: str | None = None,  # noqa: A002 - mirrors the CLI option
+) -> Path:
+    """Check, before any work, that :func:`write_blocks` could write this array; write nothing.
+
+    Runs every check of the write path (format from the name, key allowed by the format, dtype
+    storable, options valid, an existing destination of the right kind, a writable folder) so a
+    long computation fails at its start rather than at its end.
+
+    Returns
+    -------
+    Path
+        The destination path (key removed).
+
+    Raises
+    ------
+    VolumeError
+        The same typed error the write would raise.
+
+    Examples
+    --------
+    >>> check_destination("seg.tif:segmentation", (10, 64, 64), "uint64")  # doctest: +SKIP
+    Traceback (most recent call last):
+    KeyNotFoundError: seg.tif: key 'segmentation' not found; a TIFF file holds one unnamed array ...
+    """
+    spec, backend, _ = _plan(dst, shape, dtype, key, voxel_size, chunks, compression, format)
+    path = spec.target
+    if path.exists() and path.is_dir() != bool(backend.DIRECTORY):
+        kind = "folder" if path.is_dir() else "file"
+        raise VolumeWriteError(f"{path}: exists as a {kind}; refusing to replace it")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise VolumeWriteError(f"{path}: destination folder {folder} is not writable")
     return path
 
 

@@ -6,7 +6,7 @@ loop over instances.  Training targets live in :mod:`neurons.losses.targets`.
 """
 
 from . import targets
-from ._core import LossConfigError, LossError, LossInputError, segment_instances
+from ._core import LossConfigError, LossError, LossInputError, LossInputWarning, segment_instances
 from .affinity import AffinityLoss, affinity_targets
 from .embedding import CentroidEmbeddingLoss, SkeletonEmbeddingLoss
 from .vista import GeometryLoss, InstanceLoss, SemanticLoss, Vista2DLoss, Vista3DLoss, VistaLoss
@@ -31,6 +31,7 @@ __all__ = [
     "LossError",
     "LossConfigError",
     "LossInputError",
+    "LossInputWarning",
     "segment_instances",
     "targets",
 ]

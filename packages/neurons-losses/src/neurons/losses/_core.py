@@ -9,6 +9,7 @@ instances are split by semantic class), and per-instance statistics are segment 
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -19,6 +20,8 @@ __all__ = [
     "LossError",
     "LossConfigError",
     "LossInputError",
+    "LossInputWarning",
+    "check_prediction",
     "Segments",
     "segment_instances",
     "pairwise_distance",
@@ -51,10 +54,59 @@ def as_float(x: Tensor) -> Tensor:
     return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
-def check_labels(labels: Tensor, name: str, spatial: tuple[int, ...] | None = None) -> Tensor:
-    """Validate an integer label map ``(B, *spatial)`` (a ``(B, 1, *spatial)`` map is squeezed)."""
+class LossInputWarning(RuntimeWarning):
+    """A prediction holds NaN/inf values: the loss is computed (and is not finite) so mixed-precision
+    loss scaling can skip the step; ``warnings.simplefilter("error", LossInputWarning)`` makes it
+    an error."""
+
+
+def check_prediction(x: Tensor, name: str) -> Tensor:
+    """Validate a prediction ``(B, C, [D,] H, W)``: float, non-empty; warn on NaN/inf values.
+
+    Raises
+    ------
+    LossInputError
+        Not a float tensor of 4 or 5 dimensions, or an empty batch / channel / spatial axis.
+    """
+    if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() not in (4, 5):
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise LossInputError(f"{name}: expected a float tensor (B, C, [D,] H, W), got {shape}")
+    if x.numel() == 0:
+        what = "empty batch" if x.shape[0] == 0 else "an empty channel or spatial axis"
+        raise LossInputError(
+            f"{name}: {what} (shape {tuple(x.shape)}); expected at least one sample with "
+            "non-empty (C, [D,] H, W)"
+        )
+    if not bool(torch.isfinite(x).all()):
+        n = int((~torch.isfinite(x)).sum())
+        warnings.warn(
+            f"{name}: {n} of {x.numel()} values are NaN/inf, so the loss is not finite (a diverged "
+            "network or NaN input data)",
+            LossInputWarning,
+            stacklevel=3,
+        )
+    return x
+
+
+def check_labels(
+    labels: Tensor, name: str, spatial: tuple[int, ...] | None = None, batch: int | None = None
+) -> Tensor:
+    """Validate an integer label map ``(B, *spatial)`` (a ``(B, 1, *spatial)`` map is squeezed).
+
+    ``batch``, when given, is the prediction's batch size: labels of another batch size (which
+    would otherwise broadcast silently) raise :class:`LossInputError`, as does an empty batch.
+    """
     if not isinstance(labels, Tensor):
         raise LossInputError(f"{name}: expected a torch.Tensor, got {type(labels).__name__}")
+    if labels.dim() == 0 or labels.shape[0] == 0:
+        raise LossInputError(
+            f"{name}: empty batch (shape {tuple(labels.shape)}); expected (B, *spatial) with B >= 1"
+        )
+    if batch is not None and labels.shape[0] != batch:
+        raise LossInputError(
+            f"{name}: batch size {labels.shape[0]} (shape {tuple(labels.shape)}) does not match "
+            f"the prediction's batch size {batch}"
+        )
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise LossInputError(
             f"{name}: expected an integer label tensor, got dtype {labels.dtype} "

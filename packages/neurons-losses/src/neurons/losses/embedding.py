@@ -17,6 +17,7 @@ from ._core import (
     LossInputError,
     as_float,
     check_labels,
+    check_prediction,
     discriminative_terms,
     full_precision,
     push_term,
@@ -59,10 +60,7 @@ def masked_mean(elem: Tensor, mask: Tensor) -> Tensor:
 
 
 def _check_pred(x: Tensor, name: str) -> Tensor:
-    if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() not in (4, 5):
-        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise LossInputError(f"{name}: expected a float tensor (B, C, [D,] H, W), got {shape}")
-    return x
+    return check_prediction(x, name)
 
 
 class CentroidEmbeddingLoss(nn.Module):
@@ -158,7 +156,7 @@ class CentroidEmbeddingLoss(nn.Module):
             ``loss``, ``pull``, ``push``, ``norm`` (+ ``dir``, ``cov``, ``raw`` when enabled).
         """
         _check_pred(embedding, "embedding")
-        labels = check_labels(labels, "labels", tuple(embedding.shape[2:]))
+        labels = check_labels(labels, "labels", tuple(embedding.shape[2:]), embedding.shape[0])
         with full_precision(embedding.device):
             emb = as_float(embedding)
             seg = segment_instances(labels)
@@ -287,7 +285,7 @@ class SkeletonEmbeddingLoss(nn.Module):
             ``loss``, ``pull``, ``push``, ``penalty``, ``benefit``.
         """
         _check_pred(offsets, "offsets")
-        labels = check_labels(labels, "labels", tuple(offsets.shape[2:]))
+        labels = check_labels(labels, "labels", tuple(offsets.shape[2:]), offsets.shape[0])
         s = labels.dim() - 1
         if offsets.shape[1] != s:
             raise LossInputError(

@@ -129,7 +129,7 @@ class SemanticLoss(nn.Module):
                 valid = torch.ones((b, *spatial), dtype=torch.bool, device=x.device)
                 lab = None
             else:
-                lab = check_labels(labels, "semantic", spatial)
+                lab = check_labels(labels, "semantic", spatial, b)
                 valid = lab != self.ignore_index
                 bad = valid & ((lab < 0) | (lab >= c))
                 if bool(bad.any()):
@@ -254,10 +254,10 @@ class InstanceLoss(nn.Module):
         """``embedding (B, E, *sp)``, ``labels (B, *sp)`` ids, optional ``semantic (B, *sp)``."""
         _check_pred(embedding, "instance embedding")
         spatial = tuple(embedding.shape[2:])
-        labels = check_labels(labels, "instance", spatial)
+        labels = check_labels(labels, "instance", spatial, embedding.shape[0])
         classes = None
         if semantic is not None:
-            sem = check_labels(semantic, "semantic", spatial)
+            sem = check_labels(semantic, "semantic", spatial, embedding.shape[0])
             classes = torch.where(sem == self.ignore_index, torch.zeros_like(sem), sem)
         with full_precision(embedding.device):
             emb = as_float(embedding)
@@ -326,7 +326,7 @@ class GeometryLoss(nn.Module):
         """Compute the loss; ``targets`` may carry precomputed ``direction`` / ``structure``."""
         _check_pred(geometry, "geometry")
         spatial = tuple(geometry.shape[2:])
-        labels = check_labels(labels, "labels", spatial)
+        labels = check_labels(labels, "labels", spatial, geometry.shape[0])
         s = len(spatial)
         if geometry.shape[1] != s + s * s + 4:
             raise LossInputError(

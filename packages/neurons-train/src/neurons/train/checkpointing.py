@@ -18,6 +18,7 @@ __all__ = [
     "AtomicCheckpointIO",
     "capture_rng_state",
     "load_checkpoint",
+    "read_checkpoint",
     "resolve_ckpt_path",
     "restore_rng_state",
 ]
@@ -80,17 +81,111 @@ def resolve_ckpt_path(value: str | None, checkpoint_dir: str | os.PathLike[str])
     Raises
     ------
     CheckpointError
-        An explicit path that does not exist.
+        An explicit path that does not exist, or a file that is not a readable training
+        checkpoint (empty, truncated, foreign, holding arbitrary Python objects).
     """
     if value is None or value == "":
         return None
     if value == "last":
         last = Path(checkpoint_dir) / LAST_NAME
-        return str(last) if last.is_file() else None
+        if not last.is_file():
+            return None
+        check_resume_checkpoint(last, "training.ckpt_path=last")
+        return str(last)
     path = Path(value)
     if not path.is_file():
         raise CheckpointError(f"training.ckpt_path={value!r}: no such checkpoint file")
+    check_resume_checkpoint(path, f"training.ckpt_path={value!r}")
     return str(path)
+
+
+def _clean_reason(exc: BaseException) -> str:
+    """torch's message without its advice to unpickle arbitrary objects (never given by us)."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "weights_only" in first or "pickle" in first.lower() or len(first) > 200:
+        return type(exc).__name__
+    return first
+
+
+def _head(path: Path) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read(2)
+
+
+def read_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
+    """``torch.load`` a checkpoint safely (tensors and plain containers only) with typed errors.
+
+    Parameters
+    ----------
+    path : path-like
+        The checkpoint file.
+    map_location : str or torch.device
+        Where to put the tensors.
+
+    Returns
+    -------
+    dict
+        The checkpoint.
+
+    Raises
+    ------
+    CheckpointError
+        Missing, empty, truncated or foreign file, or one holding arbitrary Python objects (never
+        unpickled); the message names the file and the reason.
+
+    Examples
+    --------
+    >>> ckpt = read_checkpoint("outputs/synthetic/checkpoints/last.ckpt")  # doctest: +SKIP
+    """
+    import pickle
+    import warnings
+    import zipfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(
+            f"cannot read checkpoint {str(path)!r}: empty file (0 bytes; the write that made it "
+            "did not finish)"
+        )
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        why = (
+            "it holds Python objects other than tensors and plain containers, which are never "
+            "unpickled (it was not written by neurons-train, or was tampered with)"
+            if zipfile.is_zipfile(path)
+            else f"not a PyTorch checkpoint ({size} bytes of another kind of file)"
+        )
+        raise CheckpointError(f"cannot read checkpoint {str(path)!r}: {why}") from exc
+    except Exception as exc:  # noqa: BLE001 - re-raised with the file name and the reason
+        why = (
+            f"truncated or damaged zip archive ({_clean_reason(exc)})"
+            if zipfile.is_zipfile(path) or _head(path) == b"PK"
+            else f"not a PyTorch checkpoint ({size} bytes; {_clean_reason(exc)})"
+        )
+        raise CheckpointError(f"cannot read checkpoint {str(path)!r}: {why}") from exc
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(
+            f"{str(path)!r} is not a neurons-train checkpoint (holds a {type(ckpt).__name__}, "
+            "expected a dict with 'state_dict')"
+        )
+    return ckpt
+
+
+def check_resume_checkpoint(path: str | os.PathLike[str], what: str) -> None:
+    """Raise :class:`CheckpointError` unless ``path`` is a readable Lightning checkpoint."""
+    ckpt = read_checkpoint(path)
+    missing = [k for k in ("state_dict", "global_step") if k not in ckpt]
+    if missing:
+        raise CheckpointError(
+            f"{what}: {str(path)!r} is not a training checkpoint to resume from (missing "
+            f"{', '.join(map(repr, missing))})"
+        )
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -165,13 +260,7 @@ def load_checkpoint(
     """
     from neurons.train.builders import build_model_from_cfg
 
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - re-raised with the file name
-        raise CheckpointError(f"cannot read checkpoint {str(path)!r}: {exc}") from exc
+    ckpt = read_checkpoint(path, map_location)
     hparams = ckpt.get("hyper_parameters") or {}
     cfg = hparams.get("cfg")
     if not isinstance(cfg, dict) or "state_dict" not in ckpt:

@@ -61,10 +61,59 @@ def train_main(argv: Sequence[str] | None = None) -> int:
             if result.last_checkpoint:
                 print(f"last checkpoint: {result.last_checkpoint}")
 
+    args = list(sys.argv[1:] if argv is None else argv)
+    message = _precheck(args)
+    if message is not None:  # rejected before Hydra creates the run folder (.hydra/, logs)
+        print(f"neurons-train: error: {message}", file=sys.stderr)
+        return 2
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]
     _app()
     return status["code"]
+
+
+_NAME_FLAGS = ("--config-name", "-cn")
+_PLAIN_FLAGS = ("--config-name", "-cn", "--config-dir", "-cd")
+
+
+def _precheck(args: list[str]) -> str | None:
+    """Compose and validate a plain run's config (and its ``training.ckpt_path``) up front.
+
+    Returns the one-line error for a config Hydra would reject (an unknown key without ``+``
+    included) or a checkpoint that cannot be resumed from, else ``None``. Runs that use other
+    Hydra flags (``--cfg``, ``--help``, ``-m``, ...) are left to Hydra.
+    """
+    from neurons.train.checkpointing import resolve_ckpt_path
+    from neurons.train.config import compose_config
+    from neurons.train.errors import TrainError
+
+    name, folder, overrides, i = "default", None, [], 0
+    while i < len(args):
+        a = args[i]
+        flag, eq, value = a.partition("=")
+        if a.startswith("-") and flag in _PLAIN_FLAGS:
+            if not eq:
+                i += 1
+                value = args[i] if i < len(args) else ""
+            if flag in _NAME_FLAGS:
+                name = value
+            else:
+                folder = value
+        elif a.startswith("-"):
+            return None
+        elif not a.startswith(("hydra.", "hydra/", "+hydra", "~hydra")):
+            overrides.append(a)
+        i += 1
+    if folder is not None:  # a user's folder layered over the shipped configs: Hydra decides
+        return None
+    try:
+        cfg = compose_config(name, overrides)
+        ckpt = cfg.training.ckpt_path
+        if ckpt not in (None, "", "last"):
+            resolve_ckpt_path(str(ckpt), ".")
+    except TrainError as exc:
+        return " ".join(str(exc).split("\n"))
+    return None
 
 
 def main() -> None:  # pragma: no cover - console script wrapper

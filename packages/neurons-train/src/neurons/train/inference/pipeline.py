@@ -147,6 +147,12 @@ def run_inference(
     """
     from neurons.io import open_volume, split_key
 
+    from .guards import check_inference_paths
+
+    check_inference_paths(  # before any work: never overwrite an input, output format writable
+        checkpoint, input, output, key=key, out_key=out_key, semantic_key=semantic_key,
+        gt=gt, gt_key=gt_key, compression=compression,
+    )
     dev = _resolve_device(device)
     if model is None:
         if checkpoint is None:
