@@ -80,8 +80,12 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     for d in defaults:
         if d == "_self_":
             out = _merge(out, doc)
-        elif isinstance(d, str):
-            out = _merge(out, _read_yaml(path.parent / f"{d}.yaml", (*seen, path)))
+        elif isinstance(d, str):  # next to this file, else a shipped config (as Hydra's search path)
+            dirs = [path.parent, *_config_dirs()]
+            hit = next((x / f"{d}.yaml" for x in dirs if (x / f"{d}.yaml").is_file()), None)
+            if hit is None:
+                raise ConfigLoadError(f"{path}: 'defaults' entry {d!r} not found in {[str(x) for x in dirs]}")
+            out = _merge(out, _read_yaml(hit, (*seen, path)))
     if "_self_" not in defaults:
         out = _merge(out, doc)
     return out
