@@ -92,6 +92,9 @@ def build_model_from_cfg(cfg: Mapping[str, Any]) -> Any:
     preset = m.pop("preset", None)
     if preset is not None:
         kwargs["preset"] = preset
+    offsets = m.pop("affinity_offsets", None)
+    if offsets is not None:  # null: the model's default list for its dimensionality
+        kwargs["affinity_offsets"] = [list(o) for o in offsets]
     if m:
         raise ConfigError(f"unknown config key model.{sorted(m)[0]!r}")
     try:
@@ -104,11 +107,15 @@ def build_model_from_cfg(cfg: Mapping[str, Any]) -> Any:
         raise ConfigError(f"config section 'model' = {dict(cfg['model'])}: {exc}") from exc
 
 
-def build_loss_from_cfg(cfg: Mapping[str, Any]) -> Any:
+def build_loss_from_cfg(
+    cfg: Mapping[str, Any], affinity_offsets: Any = None
+) -> Any:
     """The :class:`neurons.losses.VistaLoss` described by ``cfg["loss"]``.
 
     Every key of the ``loss`` section must be a keyword of ``VistaLoss``; a key it does not
     take, or a value whose type disagrees with the keyword's default, raises ``ConfigError``.
+    ``affinity_offsets`` (the model's ``affinity_offsets``) supervise the affinity head; they
+    are set by ``model.affinity_offsets``, so a different ``loss.affinity_offsets`` is an error.
     """
     from neurons.losses import VistaLoss
 
@@ -121,6 +128,15 @@ def build_loss_from_cfg(cfg: Mapping[str, Any]) -> Any:
                 kwargs[key] = OmegaConf.to_container(value, resolve=True)
     _check_keys(VistaLoss.__init__, kwargs, "loss")
     _check_types(VistaLoss.__init__, kwargs, "loss")
+    if affinity_offsets is not None:
+        model_offs = [tuple(int(v) for v in o) for o in affinity_offsets]
+        given = kwargs.get("affinity_offsets")
+        if given is not None and [tuple(int(v) for v in o) for o in given] != model_offs:
+            raise ConfigError(
+                f"config key 'loss.affinity_offsets' = {given} differs from the model's affinity "
+                f"offsets {model_offs}; set 'model.affinity_offsets' instead"
+            )
+        kwargs["affinity_offsets"] = model_offs
     try:
         return VistaLoss(**kwargs)
     except TypeError as exc:

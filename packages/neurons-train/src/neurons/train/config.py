@@ -72,6 +72,9 @@ class ModelConfig:
     in_channels: int = 1
     num_classes: int = 16
     emb_dim: int = 16
+    #: offsets of the affinity head, one list of 2 (2D) / 3 (3D) ints each; null: the default
+    #: list of the model's dimensionality (neurons.models.default_affinity_offsets)
+    affinity_offsets: list[list[int]] | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
 

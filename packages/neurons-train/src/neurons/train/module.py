@@ -107,7 +107,8 @@ class VistaModule(pl.LightningModule):
         self.save_hyperparameters({"cfg": plain})
         self.cfg = plain
         self.model = build_model_from_cfg(plain)
-        self.loss = build_loss_from_cfg(plain)
+        # the affinity loss supervises exactly the offsets the model's affinity head predicts
+        self.loss = build_loss_from_cfg(plain, getattr(self.model, "affinity_offsets", None))
         self.spatial_dims = int(
             getattr(self.model, "spatial_dims", len(plain["data"]["patch_size"]))
         )

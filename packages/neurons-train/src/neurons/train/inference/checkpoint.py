@@ -177,7 +177,7 @@ def settings_from_config(
         batch_size=int(inf.get("sw_batch_size", inf.get("batch_size", 1)) or 1),
         blend=str(inf.get("blend", "gaussian")),
         tta=_tta(inf.get("tta")),
-        activation={"semantic": activation},
+        activation={"semantic": activation, "affinity": "sigmoid"},
         intensity_range=_intensity_range(inf.get("intensity_range")),
     )
     dec = DecodeConfig(

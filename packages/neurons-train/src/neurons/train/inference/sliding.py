@@ -215,7 +215,8 @@ class SlidingWindow:
         ``None`` disables test-time augmentation.
     activation : dict
         Activation applied to each output before blending: ``"softmax"`` / ``"sigmoid"`` /
-        ``None``. Default: softmax for ``semantic``, nothing for the rest.
+        ``None``. Default: softmax for ``semantic``, sigmoid for ``affinity`` (probabilities
+        that ``v`` and ``v + offset`` belong together), nothing for the rest.
     keys : sequence of str or None
         Outputs to keep (``None``: all the model returns).
     tta_keys : sequence of str
@@ -239,8 +240,10 @@ class SlidingWindow:
     sigma_scale: float = 0.125
     blend: str = "gaussian"
     tta: str | None = None
-    activation: dict[str, str | None] = field(default_factory=lambda: {"semantic": "softmax"})
-    keys: Sequence[str] | None = ("semantic", "instance")
+    activation: dict[str, str | None] = field(
+        default_factory=lambda: {"semantic": "softmax", "affinity": "sigmoid"}
+    )
+    keys: Sequence[str] | None = ("semantic", "instance", "affinity")
     tta_keys: Sequence[str] = ("semantic", "geometry")
     keep_channels: dict[str, int] = field(default_factory=lambda: {"semantic": 5})
     device: str | torch.device = "cpu"
