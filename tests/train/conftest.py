@@ -29,6 +29,7 @@ def tiny_overrides(out: Path, *extra: str) -> list[str]:
         "training.cpu_threads=1",
         "logging.progress_bar=none",
         "logging.model_summary=false",
+        "calibration.enabled=false",  # tests that need it turn it on (test_train_calibration.py)
         *extra,
     ]
 

@@ -24,6 +24,7 @@ from neurons.train.errors import ConfigError
 
 __all__ = [
     "CONFIG_NAMES",
+    "CalibrationConfig",
     "InferenceConfig",
     "TrainConfig",
     "compose_config",
@@ -212,7 +213,10 @@ class InferenceConfig:
     min_size : int
         Objects smaller than this (voxels) are removed.
     threshold, seed_threshold, sigma : float
-        Watershed decoder foreground / seed thresholds and smoothing.
+        Watershed decoder foreground / seed thresholds and smoothing. ``seed_threshold`` null
+        (default): seeds are the cores of ``p > threshold`` at least 2 voxels from its border,
+        which exist wherever an object is predicted (a fixed 0.9 gave no seed, hence an empty
+        volume, for models that are never that confident).
     intensity_range : list of float or None
         ``[lo, hi]`` raw intensities mapped to [0, 1] at inference. Null (default): the range
         the training pipeline uses for each volume (``neurons.data.LabeledVolume``: uint8 ->
@@ -231,9 +235,38 @@ class InferenceConfig:
     bandwidth: float | None = None
     min_size: int = 50
     threshold: float = 0.5
-    seed_threshold: float | None = 0.9
+    seed_threshold: float | None = None
     sigma: float = 0.0
     intensity_range: list[float] | None = None
+
+
+@dataclass
+class CalibrationConfig:
+    """Decoder calibration at the end of training (:func:`neurons.train.calibration.calibrate`).
+
+    Attributes
+    ----------
+    enabled : bool
+        Calibrate when the data has a validation split; the result is stored in ``last.ckpt``
+        and used by ``neurons-infer`` when given no decoder flags.
+    metric : str
+        Objective: ``cremi`` (default), ``voi``, ``arand``, ``ap50``, ``ap75``, ``ari``...
+    decoders : list of str or None
+        Decoders to consider (null: every registered decoder).
+    budget : int
+        Most parameter sets tried per decoder.
+    time_limit_s : float or None
+        Seconds per decoder after which no new parameter set is tried.
+    max_voxels : int
+        Validation voxels predicted for the search.
+    """
+
+    enabled: bool = True
+    metric: str = "cremi"
+    decoders: list[str] | None = None
+    budget: int = 24
+    time_limit_s: float | None = 120.0
+    max_voxels: int = 2_000_000
 
 
 @dataclass
@@ -252,6 +285,7 @@ class TrainConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
 
 
 _CHOICES: dict[str, tuple[str, ...]] = {
@@ -370,6 +404,19 @@ def _inference_checks(inf: dict[str, Any]) -> None:
         )
 
 
+def _calibration_checks(cal: dict[str, Any]) -> None:
+    from neurons.train.calibration.objective import OBJECTIVES
+
+    if cal["metric"] not in OBJECTIVES:
+        raise ConfigError(
+            f"config key 'calibration.metric' = {cal['metric']!r}: expected one of "
+            f"{sorted(OBJECTIVES)}"
+        )
+    for key in ("budget", "max_voxels"):
+        if cal[key] < 1:
+            raise ConfigError(f"config key 'calibration.{key}' = {cal[key]}: expected >= 1")
+
+
 def _semantic_checks(c: dict[str, Any]) -> None:
     for key, choices in _CHOICES.items():
         _check_choice(c, key, choices)
@@ -411,6 +458,7 @@ def _semantic_checks(c: dict[str, Any]) -> None:
             f"config key 'logging.wandb.mode' = {wmode!r}: expected null or one of {_WANDB_MODES}"
         )
     _inference_checks(c["inference"])
+    _calibration_checks(c["calibration"])
     if c["optimizer"]["lr"] <= 0:
         raise ConfigError(f"config key 'optimizer.lr' = {c['optimizer']['lr']}: expected > 0")
     if len(c["optimizer"]["betas"]) != 2:

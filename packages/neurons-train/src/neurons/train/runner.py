@@ -53,6 +53,9 @@ class TrainResult:
         Checkpoint the run resumed from.
     start_step : int
         ``global_step`` when training started (after restoring a checkpoint).
+    calibration : CalibrationResult or None
+        Decoder calibrated on the validation split at the end of the run (stored in
+        ``last.ckpt``; see ``calibration.*`` in the config).
     """
 
     trainer: pl.Trainer
@@ -64,6 +67,7 @@ class TrainResult:
     last_checkpoint: str | None
     resumed_from: str | None
     start_step: int
+    calibration: Any = None
 
 
 def _wandb_logged_in() -> bool:
@@ -304,6 +308,7 @@ def run_training(
         if isinstance(cb, ModelCheckpoint) and cb.monitor and cb.best_model_path:
             best = cb.best_model_path
     last = info["checkpoint_dir"] / LAST_NAME
+    calibration = _calibrate_after_training(c, trainer, module, datamodule, last)
     return TrainResult(
         trainer=trainer,
         module=module,
@@ -314,4 +319,42 @@ def run_training(
         last_checkpoint=str(last.resolve()) if last.is_file() else None,
         resumed_from=ckpt_path,
         start_step=start_step,
+        calibration=calibration,
     )
+
+
+def _calibrate_after_training(
+    c: Mapping[str, Any], trainer: pl.Trainer, module: VistaModule, datamodule: Any, last: Path
+) -> Any:
+    """Calibrate decoding on the validation split and store it in ``last.ckpt`` (rank 0).
+
+    Skipped (returns None) when ``calibration.enabled`` is false, for ``fast_dev_run``, when no
+    ``last.ckpt`` was written or the data has no validation split.
+    """
+    cal = c.get("calibration") or {}
+    if not cal.get("enabled") or c["training"]["fast_dev_run"] or not last.is_file():
+        return None
+    if not trainer.is_global_zero:
+        return None
+    from neurons.train.calibration import CalibrationError, calibrate, embed_calibration
+
+    try:
+        result = calibrate(
+            module,
+            c,
+            datamodule=datamodule,
+            decoders=cal.get("decoders"),
+            metric=cal.get("metric", "cremi"),
+            budget=cal.get("budget"),
+            time_limit=cal.get("time_limit_s"),
+            max_voxels=int(cal.get("max_voxels", 2_000_000)),
+            device=str(module.device),
+            write=None,
+        )
+    except CalibrationError as exc:
+        log.warning("calibration skipped: %s", exc)
+        return None
+    result.global_step = int(trainer.global_step)
+    embed_calibration(last, result)
+    log.warning("calibrated decoder (stored in %s): %s", last, result.summary())
+    return result

@@ -7,7 +7,7 @@ default), and stores the winner with the checkpoint; ``neurons-infer`` uses it w
 decoder flags. ``neurons-tune CKPT`` is the command line.
 """
 
-from .api import calibrate, model_offsets, semantic_mode_of
+from .api import calibrate, model_offsets
 from .candidates import (
     FALLBACK_SPACES,
     Candidate,
@@ -48,7 +48,6 @@ __all__ = [
     "read_calibration",
     "score_samples",
     "search_decoders",
-    "semantic_mode_of",
     "sidecar_path",
     "validation_regions",
     "write_sidecar",

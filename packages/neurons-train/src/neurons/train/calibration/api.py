@@ -12,18 +12,7 @@ from .search import CalibrationResult, search_decoders
 from .storage import embed_calibration, write_sidecar
 from .validation import predict_validation
 
-__all__ = ["calibrate", "model_offsets", "semantic_mode_of"]
-
-
-def semantic_mode_of(cfg: Mapping[str, Any]) -> str:
-    """``"softmax"`` or ``"sigmoid"``: how the checkpoint's semantic head is activated."""
-    from neurons.train.inference import settings_from_config
-
-    try:
-        act = settings_from_config(cfg).window.activation.get("semantic", "softmax")
-    except Exception:  # noqa: BLE001 - a config without window size: the loss default
-        act = "softmax"
-    return str(act or "softmax")
+__all__ = ["calibrate", "model_offsets"]
 
 
 def model_offsets(model: Any, cfg: Mapping[str, Any]) -> list[tuple[int, ...]] | None:
@@ -125,7 +114,6 @@ def calibrate(
         budget=budget,
         time_limit=time_limit,
         offsets=model_offsets(model, ck_cfg),
-        semantic_mode=semantic_mode_of(ck_cfg),
     )
     result.predict_seconds = t_pred
     result.seconds = time.perf_counter() - t0

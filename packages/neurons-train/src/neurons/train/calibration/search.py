@@ -2,7 +2,8 @@
 
 The search is a grid over the decoder's ``search_space`` (its documented defaults first; a
 deterministic random subset of the grid when it exceeds ``budget`` trials), each trial
-decoding every validation sample and scoring it with one objective. A time limit per decoder
+decoding every validation sample and scoring it with one objective. A parameter set that
+returns no object where the semantic head predicts foreground is rejected, whatever its score. A time limit per decoder
 bounds the cost; what was tried, and how long it took, is part of the result.
 """
 
@@ -22,6 +23,10 @@ from .objective import Objective, get_objective, score_samples
 from .validation import ValidationSample
 
 __all__ = ["CalibrationResult", "DecoderResult", "search_decoders"]
+
+#: a parameter set that decodes no object in a sample whose semantic output predicts more than
+#: this fraction of foreground voxels is rejected
+EMPTY_FRACTION = 0.01
 
 
 @dataclass
@@ -122,6 +127,15 @@ def _fmt_params(params: Mapping[str, Any]) -> str:
     return "{" + ", ".join(f"{k}={v!r}" for k, v in sorted(params.items())) + "}"
 
 
+def _has_foreground(outputs: Mapping[str, np.ndarray], fraction: float = EMPTY_FRACTION) -> bool:
+    """Whether the semantic output predicts a non-background class on > ``fraction`` of voxels."""
+    probs = outputs.get("semantic")
+    if probs is None:
+        return False
+    probs = np.asarray(probs)
+    return float(np.mean(np.argmax(probs[:5], axis=0) != 0)) > fraction
+
+
 def _search_one(
     cand: Candidate,
     samples: Sequence[ValidationSample],
@@ -135,7 +149,9 @@ def _search_one(
     if missing:
         return DecoderResult(skipped=f"model has no {', '.join(missing)} output")
     gts = [s.gt for s in samples]
+    with_fg = [i for i, s in enumerate(samples) if _has_foreground(s.outputs)]
     res = DecoderResult()
+    empty = 0
     t0 = time.perf_counter()
     errors: list[str] = []
     for params in parameter_grid(cand.search_space, cand.defaults, budget):
@@ -143,17 +159,26 @@ def _search_one(
             break
         try:
             preds = [cand.run(s.outputs, params, offsets, semantic_mode) for s in samples]
-        except Exception as exc:  # noqa: BLE001 - one bad parameter set must not end the search
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - one bad parameter set must not end the
+            # search (BaseException: a Rust panic of a decoder library is not an Exception)
             errors.append(f"{params}: {exc}")
             res.trials += 1
             continue
-        score = score_samples(gts, [np.asarray(p) for p in preds], objective)
         res.trials += 1
+        if any(not np.any(preds[i]) for i in with_fg):
+            empty += 1  # never calibrate to settings that give nothing where objects are seen
+            continue
+        score = score_samples(gts, [np.asarray(p) for p in preds], objective)
         if res.params is None or objective.better(score, res.score):
             res.params, res.score = dict(params), score
     res.seconds = time.perf_counter() - t0
     if res.params is None:
-        res.skipped = "every parameter set failed: " + (errors[0] if errors else "no trials")
+        why = errors[0] if errors else "no trials"
+        if empty:
+            why = f"{empty} gave no object where the semantic head predicts foreground"
+        res.skipped = "every parameter set failed: " + why
     elif errors:
         warnings.warn(
             f"calibration of decoder {cand.name!r}: {len(errors)} parameter set(s) failed, "
@@ -188,7 +213,8 @@ def search_decoders(
     time_limit : float, optional
         Seconds per decoder after which no new parameter set is started.
     offsets, semantic_mode
-        Passed to the decoders (affinity offsets of the model, its semantic activation).
+        Passed to the decoders: the model's affinity offsets; how the semantic output is used
+        (``classes``, ``dense`` or ``none``; None: the decoder default).
 
     Returns
     -------

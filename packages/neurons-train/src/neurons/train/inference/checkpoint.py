@@ -185,7 +185,7 @@ def settings_from_config(
         bandwidth=float(bandwidth),
         min_size=int(inf.get("min_size", _get(cfg, "training.validation.min_size", 0))),
         threshold=float(inf.get("threshold", 0.5)),
-        seed_threshold=inf.get("seed_threshold", 0.9),
+        seed_threshold=inf.get("seed_threshold"),
         sigma=float(inf.get("sigma", 0.0)),
     )
     default_block = (64, 256, 256) if sdims == 3 else (1024, 1024)

@@ -200,6 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"neurons-infer: error: {exc}", file=sys.stderr)
         return 2
     res = run.result
+    if run.decoder_choice is not None:
+        print(run.decoder_choice.describe())
     print(
         f"wrote {run.output}:{run.out_key}  ({res.num_objects} objects, {res.num_blocks} blocks, "
         f"{res.voxels} voxels in {res.seconds:.1f} s = {res.voxels_per_second / 1e6:.3f} Mvoxel/s)"

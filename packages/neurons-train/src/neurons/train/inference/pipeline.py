@@ -32,6 +32,7 @@ class InferenceRun:
     scores: Any = None  # neurons.metrics Report when ground truth was given
     scores_path: Path | None = None
     settings: InferenceSettings | None = None
+    decoder_choice: Any = None  # neurons.train.calibration.resolve.DecoderChoice
 
 
 def _resolve_device(device: str) -> str:
@@ -107,6 +108,8 @@ def run_inference(
     previews: bool = True,
     compression: str | None = None,
     progress: Callable[[int, int, int], None] | None = None,
+    calibration: Any = None,
+    use_calibration: bool = True,
 ) -> InferenceRun:
     """Segment ``input`` with a trained model and write ``output`` (+ previews, + scores).
 
@@ -128,9 +131,15 @@ def run_inference(
         (:func:`~.sliding.training_intensity_range`: uint8 -> 0..255, otherwise the sampled
         min/max), so the network sees the same input scaling as in training.
     decoder, bandwidth, min_size : optional
-        Decoder overrides (``auto``/``embedding``/``watershed``).
+        Decoder overrides (``auto``/``embedding``/``watershed``). Without them the decoder and
+        parameters calibrated on the validation split (stored with the checkpoint by training
+        or ``neurons-tune``) are used; without a calibration, the config's defaults.
     decode_options : dict, optional
         Any other :class:`~.decode.DecodeConfig` fields, e.g. ``{"seed_threshold": 0.6}``.
+    calibration : CalibrationResult, optional
+        Use this calibration instead of the checkpoint's (e.g. with ``model=``).
+    use_calibration : bool
+        False: ignore any calibration (config defaults + flags only).
     scheduler, workers : str, int
         Dask scheduler (``threads``, ``processes``, ``sync`` or a distributed address).
     gt, gt_key : path, str, optional
@@ -180,15 +189,22 @@ def run_inference(
         if not hi > lo:
             raise InferenceError(f"intensity_range must satisfy lo < hi, got {intensity_range!r}")
         sw = replace(sw, intensity_range=(lo, hi))
-    dec = settings.decode
-    if decoder is not None:
-        dec = replace(dec, method=decoder)
-    if bandwidth is not None:
-        dec = replace(dec, bandwidth=float(bandwidth))
-    if min_size is not None:
-        dec = replace(dec, min_size=int(min_size))
-    if decode_options:
-        dec = replace(dec, **decode_options)
+    from neurons.train.calibration.resolve import apply_decoder, choose_decoder
+
+    if calibration is None and use_calibration and checkpoint is not None:
+        from neurons.train.calibration import read_calibration
+
+        calibration = read_calibration(checkpoint)
+    choice = choose_decoder(
+        calibration if use_calibration else None,
+        decoder,
+        {
+            "bandwidth": None if bandwidth is None else float(bandwidth),
+            "min_size": None if min_size is None else int(min_size),
+            **dict(decode_options or {}),
+        },
+    )
+    dec = apply_decoder(settings.decode, choice)
     out_path, okey = split_key(output)
     out_key = okey or out_key
     with open_volume(input, key) as vol:
@@ -239,6 +255,7 @@ def run_inference(
             result=result,
             output=out_path,
             out_key=out_key,
+            decoder_choice=choice,
             settings=InferenceSettings(
                 window=sw,
                 decode=dec,
@@ -251,6 +268,9 @@ def run_inference(
             with open_volume(out_path, out_key) as seg:
                 sem = open_volume(out_path, semantic_key) if semantic_key else None
                 try:
+                    from neurons.train.calibration.resolve import warn_if_empty
+
+                    warn_if_empty(result.num_objects, sem, decoder=dec.method, where=str(out_path))
                     if previews:
                         run.previews = write_previews(out_path, vol, seg, sem, gt_vol)
                     if gt_vol is not None:
