@@ -15,6 +15,7 @@ The ``scripts/download_<dataset>.py`` entry points are thin wrappers around :fun
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import http.client
 import os
@@ -26,7 +27,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -312,6 +313,26 @@ def _atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+@contextlib.contextmanager
+def _new_folders_removed_on_error(folder: Path) -> Iterator[None]:
+    """On failure, remove the folders this call created for ``folder`` if they are still empty
+    (a partial ``.part`` download is kept, so its folder stays and the transfer can resume)."""
+    created = []
+    p = folder.absolute()
+    while not p.exists() and p != p.parent:
+        created.append(p)
+        p = p.parent
+    try:
+        yield
+    except BaseException:
+        for d in created:  # deepest first; stops at the first folder that is not empty
+            try:
+                d.rmdir()
+            except OSError:
+                break
+        raise
+
+
 def fetch(
     files: Sequence[RemoteFile],
     output: str | Path,
@@ -361,39 +382,40 @@ def fetch(
         See :func:`download_file`.
     """
     output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
-    recorded = _read_manifest(output)
-    digests = {}
-    for spec in files:
-        dest = output / spec.filename
-        expected = spec.sha256 or recorded.get(spec.filename)
-        if dest.exists() and not force:
-            digest = sha256sum(dest)
-            if expected is not None and digest != expected.lower():
-                raise ChecksumError(
-                    f"{dest}: SHA-256 {digest} does not match the expected {expected}; delete it "
-                    "or run with --force to download it again"
-                )
-            log(f"{spec.filename}: present")
-        else:
-            if force:  # start over: never resume a partial transfer of an older run
-                dest.with_name(dest.name + ".part").unlink(missing_ok=True)
-            log(f"downloading {spec.url} -> {dest}")
-            try:
-                download_file(spec.url, dest, sha256=expected, timeout=timeout, retries=retries,
-                              backoff=backoff, log=log)
-            except ChecksumError as exc:
-                origin = "published in SOURCES" if spec.sha256 else f"recorded in {output / MANIFEST}"
-                kept = f"; {dest} was left unchanged" if dest.exists() else ""
-                raise ChecksumError(f"{exc} (expected digest {origin}{kept})") from exc
-            digest = sha256sum(dest)
-        digests[spec.filename] = digest
-        if recorded.get(spec.filename) != digest:
-            recorded[spec.filename] = digest
-            _write_manifest(output, recorded)
-        if spec.extract:
-            _extract(dest, output, digest, force=force)
-    return digests
+    with _new_folders_removed_on_error(output):
+        output.mkdir(parents=True, exist_ok=True)
+        recorded = _read_manifest(output)
+        digests = {}
+        for spec in files:
+            dest = output / spec.filename
+            expected = spec.sha256 or recorded.get(spec.filename)
+            if dest.exists() and not force:
+                digest = sha256sum(dest)
+                if expected is not None and digest != expected.lower():
+                    raise ChecksumError(
+                        f"{dest}: SHA-256 {digest} does not match the expected {expected}; delete it "
+                        "or run with --force to download it again"
+                    )
+                log(f"{spec.filename}: present")
+            else:
+                if force:  # start over: never resume a partial transfer of an older run
+                    dest.with_name(dest.name + ".part").unlink(missing_ok=True)
+                log(f"downloading {spec.url} -> {dest}")
+                try:
+                    download_file(spec.url, dest, sha256=expected, timeout=timeout, retries=retries,
+                                  backoff=backoff, log=log)
+                except ChecksumError as exc:
+                    origin = "published in SOURCES" if spec.sha256 else f"recorded in {output / MANIFEST}"
+                    kept = f"; {dest} was left unchanged" if dest.exists() else ""
+                    raise ChecksumError(f"{exc} (expected digest {origin}{kept})") from exc
+                digest = sha256sum(dest)
+            digests[spec.filename] = digest
+            if recorded.get(spec.filename) != digest:
+                recorded[spec.filename] = digest
+                _write_manifest(output, recorded)
+            if spec.extract:
+                _extract(dest, output, digest, force=force)
+        return digests
 
 
 def _mirror(files: Sequence[RemoteFile], base_url: str) -> list[RemoteFile]:
@@ -510,46 +532,47 @@ def fetch_microns(
     from neurons.io import write_volume
 
     output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
-    z0, y0, x0 = (int(v) for v in start)
-    dz, dy, dx = (int(v) for v in size)
-    try:
-        seg = CloudVolume(seg_url.format(version=seg_version), mip=mip, use_https=True,
-                          fill_missing=True, progress=False)
-        res = [float(r) for r in seg.resolution]  # x, y, z nm
-        em = CloudVolume(em_url, mip=res, use_https=True, fill_missing=True, progress=False)
-        cut = [em[x0:x0 + dx, y0:y0 + dy, z0:z0 + dz], seg[x0:x0 + dx, y0:y0 + dy, z0:z0 + dz]]
-    except _transport_errors() as exc:
-        raise OfflineError(
-            f"cannot read MICrONS from the cloud ({exc!r}); are you offline? Nothing was written "
-            f"to {output}"
-        ) from exc
-    arrays = []
-    for name, arr in zip(microns_filenames(mip, size, seg_version), cut, strict=True):
-        arr = np.asarray(arr)
-        if arr.ndim == 4:  # cloud-volume cutouts are (x, y, z, channel)
-            arr = arr[..., 0]
-        if arr.shape != (dx, dy, dz):
-            raise DownloadError(
-                f"{name}: cloud-volume returned a cutout of shape {arr.shape} (x, y, z), expected "
-                f"{(dx, dy, dz)} for start {tuple(start)} and size {tuple(size)} (z, y, x)"
-            )
-        arrays.append((name, np.ascontiguousarray(arr.transpose(2, 1, 0))))
-    recorded = _read_manifest(output)
-    paths = []
-    for name, data in arrays:
-        path = output / name
-        tmp = output / f".{name}.{os.getpid()}.tmp.h5"
+    with _new_folders_removed_on_error(output):
+        output.mkdir(parents=True, exist_ok=True)
+        z0, y0, x0 = (int(v) for v in start)
+        dz, dy, dx = (int(v) for v in size)
         try:
-            write_volume(str(tmp), data, key="main", voxel_size=(res[2], res[1], res[0]),
-                         compression="gzip", format="hdf5")
-            recorded[name] = sha256sum(tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        paths.append(path)
-    _write_manifest(output, recorded)
-    return paths
+            seg = CloudVolume(seg_url.format(version=seg_version), mip=mip, use_https=True,
+                              fill_missing=True, progress=False)
+            res = [float(r) for r in seg.resolution]  # x, y, z nm
+            em = CloudVolume(em_url, mip=res, use_https=True, fill_missing=True, progress=False)
+            cut = [em[x0:x0 + dx, y0:y0 + dy, z0:z0 + dz], seg[x0:x0 + dx, y0:y0 + dy, z0:z0 + dz]]
+        except _transport_errors() as exc:
+            raise OfflineError(
+                f"cannot read MICrONS from the cloud ({exc!r}); are you offline? Nothing was written "
+                f"to {output}"
+            ) from exc
+        arrays = []
+        for name, arr in zip(microns_filenames(mip, size, seg_version), cut, strict=True):
+            arr = np.asarray(arr)
+            if arr.ndim == 4:  # cloud-volume cutouts are (x, y, z, channel)
+                arr = arr[..., 0]
+            if arr.shape != (dx, dy, dz):
+                raise DownloadError(
+                    f"{name}: cloud-volume returned a cutout of shape {arr.shape} (x, y, z), expected "
+                    f"{(dx, dy, dz)} for start {tuple(start)} and size {tuple(size)} (z, y, x)"
+                )
+            arrays.append((name, np.ascontiguousarray(arr.transpose(2, 1, 0))))
+        recorded = _read_manifest(output)
+        paths = []
+        for name, data in arrays:
+            path = output / name
+            tmp = output / f".{name}.{os.getpid()}.tmp.h5"
+            try:
+                write_volume(str(tmp), data, key="main", voxel_size=(res[2], res[1], res[0]),
+                             compression="gzip", format="hdf5")
+                recorded[name] = sha256sum(tmp)
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+            paths.append(path)
+        _write_manifest(output, recorded)
+        return paths
 
 
 def main(dataset: str, argv: Sequence[str] | None = None) -> int:

@@ -176,6 +176,11 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def one_line(exc: BaseException) -> str:
+    """An error message on one line (third-party messages may contain line breaks)."""
+    return " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+
+
 def _print_info(d: dict) -> None:
     for k, v in d.items():
         if (k == "keys" and not v) or k == "arrays":
@@ -212,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (VolumeError, ValueError, OSError) as exc:  # ValueError: e.g. malformed --chunks
         if args.debug:
             raise
-        print(f"neurons-io: error: {exc}", file=sys.stderr)
+        print(f"neurons-io: error: {one_line(exc)}", file=sys.stderr)
         return 2
     return 0
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +15,21 @@ from ..errors import InvalidVolumeError, UnsupportedDtypeError, VolumeWriteError
 from ..indexing import Box
 
 Blocks = Iterable[np.ndarray]
+
+
+@contextlib.contextmanager
+def quiet_logs(*names: str) -> Iterator[None]:
+    """Silence third-party loggers (nibabel, tifffile) that would print damage reports to stderr;
+    the damage surfaces as a typed error instead."""
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 class Reader:

@@ -8,7 +8,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..errors import CorruptFileError, KeyNotFoundError, PathError, VolumeWriteError
+from ..errors import CorruptFileError, KeyNotFoundError, PathError, VolumeError, VolumeWriteError
 from .base import (
     Blocks,
     Reader,
@@ -36,7 +36,10 @@ def _open_file(path: Path) -> h5py.File:
 
 def _dataset_keys(f: h5py.File) -> list[str]:
     keys: list[str] = []
-    f.visititems(lambda name, obj: keys.append(name) if isinstance(obj, h5py.Dataset) else None)
+    try:
+        f.visititems(lambda name, obj: keys.append(name) if isinstance(obj, h5py.Dataset) else None)
+    except (RuntimeError, OSError, KeyError, ValueError) as exc:
+        raise CorruptFileError(f"{f.filename}: damaged HDF5 structure ({exc})") from exc
     return keys
 
 
@@ -119,6 +122,11 @@ class HDF5Reader(Reader):
             self.voxel_size = voxel_size_from(ds.attrs.get("resolution"), ds.ndim)
             if self.voxel_size is None and "element_size_um" in ds.attrs:  # Fiji / ilastik
                 self.voxel_size = voxel_size_from(ds.attrs["element_size_um"], ds.ndim, 1000.0)
+        except (RuntimeError, OSError, KeyError, ValueError, TypeError) as exc:
+            self._file.close()
+            if isinstance(exc, VolumeError):
+                raise
+            raise CorruptFileError(f"{path}: damaged HDF5 dataset {key!r} ({exc})") from exc
         except BaseException:
             self._file.close()
             raise
@@ -131,7 +139,7 @@ class HDF5Reader(Reader):
                 self._ds.read_direct(out)
                 return out
             return np.asarray(self._ds[box], dtype=self.dtype)
-        except (OSError, RuntimeError) as exc:
+        except (OSError, RuntimeError, ValueError, TypeError) as exc:
             raise CorruptFileError(f"{self._path}:{self.key}: cannot read region {box} ({exc})") from exc
 
     def close(self) -> None:

@@ -19,13 +19,14 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from ..errors import CorruptFileError, VolumeWriteError
+from ..errors import CorruptFileError, VolumeError, VolumeWriteError
 from .base import (
     Blocks,
     Reader,
     WriteSpec,
     check_volume_shape,
     native,
+    quiet_logs,
     single_array_key,
     storage_dtype,
     voxel_size_from,
@@ -76,40 +77,49 @@ class NiftiReader(Reader):
         gz = _gz(path)
         self._fh = gzip.open(path, "rb") if gz else builtins.open(path, "rb")
         try:
-            img = _load(self._fh)
+            with quiet_logs("nibabel.global", "nibabel"):
+                img = _load(self._fh)
         except Exception as exc:  # nibabel raises many types for a damaged header
 
             self._fh.close()
             raise CorruptFileError(f"{path}: not a readable NIfTI file ({exc})") from exc
-        hdr = img.header
-        self.shape = tuple(int(s) for s in img.shape[::-1])
-        check_volume_shape(self.shape, str(path))
-        self._proxy = img.dataobj
-        self._bool = bytes(hdr["descrip"]).rstrip(b"\0").strip() == BOOL_MARKER
-        slope, inter = self._proxy.slope, self._proxy.inter
-        self._scaled = not (slope == 1.0 and inter == 0.0)
-        stored = native(hdr.get_data_dtype())
-        if self._bool:
-            self.dtype = np.dtype(np.bool_)
-        elif self._scaled:
-            self.dtype = np.result_type(stored, np.asarray(slope).dtype, np.asarray(inter).dtype)
-        else:
-            self.dtype = stored
-        self.voxel_size = header_voxel_size(hdr, len(self.shape))
-        self.attrs = {"affine": img.affine.tolist(), "xyzt_units": hdr.get_xyzt_units(),
-                      "descrip": bytes(hdr["descrip"]).rstrip(b"\0").decode("latin-1")}
-        self.compression = "gzip" if gz else None
-        if self.compression is None:
-            need = int(hdr["vox_offset"]) + int(np.prod(img.shape, dtype=np.int64)) * stored.itemsize
-            if need > os.path.getsize(path):
-                raise CorruptFileError(
-                    f"{path}: truncated NIfTI: data needs {need} bytes, file has {os.path.getsize(path)}"
-                )
+        try:
+            hdr = img.header
+            self.shape = tuple(int(s) for s in img.shape[::-1])
+            check_volume_shape(self.shape, str(path))
+            self._proxy = img.dataobj
+            self._bool = bytes(hdr["descrip"]).rstrip(b"\0").strip() == BOOL_MARKER
+            slope, inter = self._proxy.slope, self._proxy.inter
+            self._scaled = not (slope == 1.0 and inter == 0.0)
+            stored = native(hdr.get_data_dtype())
+            if self._bool:
+                self.dtype = np.dtype(np.bool_)
+            elif self._scaled:
+                self.dtype = np.result_type(stored, np.asarray(slope).dtype, np.asarray(inter).dtype)
+            else:
+                self.dtype = stored
+            self.voxel_size = header_voxel_size(hdr, len(self.shape))
+            self.attrs = {"affine": img.affine.tolist(), "xyzt_units": hdr.get_xyzt_units(),
+                          "descrip": bytes(hdr["descrip"]).rstrip(b"\0").decode("latin-1")}
+            self.compression = "gzip" if gz else None
+            if self.compression is None:
+                need = int(hdr["vox_offset"]) + int(np.prod(img.shape, dtype=np.int64)) * stored.itemsize
+                if need > os.path.getsize(path):
+                    raise CorruptFileError(
+                        f"{path}: truncated NIfTI: data needs {need} bytes, file has {os.path.getsize(path)}"
+                    )
+        except VolumeError:
+            self._fh.close()
+            raise
+        except Exception as exc:  # a damaged header: nibabel raises many types
+            self._fh.close()
+            raise CorruptFileError(f"{path}: damaged NIfTI header ({exc})") from exc
 
     def read(self, box):
         try:
-            data = np.asarray(self._proxy[box[::-1]]).transpose()
-        except (OSError, EOFError, ValueError, zlib.error) as exc:
+            with quiet_logs("nibabel.global", "nibabel"):
+                data = np.asarray(self._proxy[box[::-1]]).transpose()
+        except (OSError, EOFError, ValueError, zlib.error, TypeError, IndexError) as exc:
             raise CorruptFileError(f"{self._path}: truncated or damaged NIfTI data ({exc})") from exc
         return (data != 0) if self._bool else np.array(data, dtype=self.dtype)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from ..errors import CorruptFileError, InvalidVolumeError
+from ..errors import CorruptFileError, InvalidVolumeError, VolumeError
 from .base import (
     Blocks,
     Reader,
@@ -23,6 +23,7 @@ from .base import (
     check_volume_shape,
     gather,
     native,
+    quiet_logs,
     reject_compression,
     single_array_key,
     voxel_size_from,
@@ -44,7 +45,8 @@ def list_keys(path: Path) -> list[str]:
 def open_tiff(path: Path) -> tifffile.TiffFile:
     """Open a TIFF, turning any parse failure into :class:`CorruptFileError`."""
     try:
-        return tifffile.TiffFile(path)
+        with quiet_logs("tifffile"):
+            return tifffile.TiffFile(path)
     except (tifffile.TiffFileError, OSError, ValueError, IndexError, KeyError, struct_error()) as exc:
         raise CorruptFileError(f"{path}: not a readable TIFF ({type(exc).__name__}: {exc})") from exc
 
@@ -148,12 +150,22 @@ class TiffReader(Reader):
         self._tf = open_tiff(path)
         try:
             self._setup()
+        except VolumeError:
+            self._tf.close()
+            raise
+        except Exception as exc:  # noqa: BLE001 - tifffile raises many types for damaged tags
+            self._tf.close()
+            raise CorruptFileError(f"{path}: damaged TIFF structure ({type(exc).__name__}: {exc})") from exc
         except BaseException:
             self._tf.close()
             raise
 
     def _setup(self) -> None:
         tf, path = self._tf, self._path
+        with quiet_logs("tifffile"):
+            self._setup_series(tf, path)
+
+    def _setup_series(self, tf: tifffile.TiffFile, path: Path) -> None:
         if not tf.series:
             raise CorruptFileError(f"{path}: TIFF holds no image series")
         _check_one_series(path, tf)
@@ -188,8 +200,9 @@ class TiffReader(Reader):
         if self._mm is not None:
             return np.array(self._mm[box], dtype=self.dtype)
         try:
-            return self._read_pages(box)
-        except (ValueError, OSError, IndexError, tifffile.TiffFileError) as exc:
+            with quiet_logs("tifffile"):
+                return self._read_pages(box)
+        except Exception as exc:  # noqa: BLE001 - codecs raise many types for damaged data
             raise CorruptFileError(f"{self._path}: cannot decode TIFF region {box} ({exc})") from exc
 
     def _read_pages(self, box):

@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--block-size",
         nargs="+",
+        type=int,
         default=None,
         metavar="N",
         help="block core size (voxels, 1 or per axis)",
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--overlap",
         nargs="+",
+        type=int,
         default=None,
         metavar="N",
         help=(
@@ -67,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--window",
         nargs="+",
+        type=int,
         default=None,
         metavar="N",
         help="sliding-window size (default: training patch size)",
