@@ -1,7 +1,8 @@
 """neurons.train.inference — segment volumes of any size with a trained model.
 
 sliding window (Gaussian blending, global window grid, flip TTA) -> instance decoding
-(mean-shift on embeddings / seeded watershed, per unified class) -> block-wise stitching with
+(mutex watershed / waterz agglomeration of affinities, embedding decoder, seeded
+watershed, mean-shift; one registry, per unified class) -> block-wise stitching with
 ids consistent across blocks (halo matching + union-find), executed with dask, streamed from and
 to disk through :mod:`neurons.io` -> PNG previews and scores (:mod:`neurons.metrics`).
 """
@@ -18,6 +19,7 @@ from .decode import (
     seeded_watershed,
     semantic_argmax,
 )
+from .decoders import DECODERS, SEMANTIC_MODES, DecoderSpec, decode
 from .errors import CheckpointError, DecodeError, InferenceError, StitchError
 from .pipeline import InferenceRun, evaluate_segmentation, run_inference
 from .previews import preview_paths, write_previews
@@ -42,11 +44,14 @@ from .stitch import (
 )
 
 __all__ = [
+    "DECODERS",
     "INSTANCE_CLASSES",
+    "SEMANTIC_MODES",
     "BlockGrid",
     "CheckpointError",
     "DecodeConfig",
     "DecodeError",
+    "DecoderSpec",
     "InferenceError",
     "InferenceRun",
     "InferenceSettings",
@@ -56,6 +61,7 @@ __all__ = [
     "StitchError",
     "cluster_embeddings",
     "compute_tasks",
+    "decode",
     "decode_instances",
     "evaluate_segmentation",
     "gaussian_weight",
