@@ -1,9 +1,12 @@
 """The main job, end to end on a fresh machine (no downloads, CPU is enough).
 
-1. trains the ``synthetic`` config (tiny Vista3D on generated EM) for a few minutes,
+1. trains the ``synthetic`` config (tiny Vista3D on generated EM, affinity head on) for a few
+   minutes; at the end training calibrates the decoders on its validation split (mutex
+   watershed, agglomeration, embedding, seeded watershed: parameters and the choice of decoder
+   by the CREMI score) and stores the winner in the checkpoint,
 2. generates a *held-out* synthetic volume (a seed the training never saw),
-3. segments it block by block with ``neurons-infer``'s pipeline (sliding window, instance
-   decoding, stitching, output HDF5 through ``neurons.io``),
+3. segments it block by block with ``neurons-infer``'s pipeline and NO decoder flags, i.e. the
+   calibrated decoder (plus, for comparison, the seeded watershed with its defaults),
 4. scores it against its ground truth with ``neurons.metrics`` and prints the table and the
    paths of the PNG previews.
 
@@ -18,6 +21,7 @@ The same steps on the command line::
     neurons-train --config-name synthetic training.max_time=00:00:06:00 training.output_dir=outputs/demo/train
     neurons-infer outputs/demo/train/checkpoints/last.ckpt outputs/demo/heldout.h5:raw \\
         outputs/demo/segmentation.h5 --gt outputs/demo/heldout.h5 --gt-key instance
+    (neurons-tune CKPT re-calibrates an existing checkpoint)
 """
 
 from __future__ import annotations
@@ -61,7 +65,12 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=None, help="torch CPU threads (default: idle cores)"
     )
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
-    p.add_argument("--decoder", default="both", choices=["both", "embedding", "watershed"])
+    p.add_argument(
+        "--decoder",
+        default="both",
+        choices=["both", "calibrated", "watershed"],
+        help="calibrated: what neurons-infer does without flags; watershed: its defaults",
+    )
     args = p.parse_args(argv)
 
     os.environ.setdefault("WANDB_MODE", "disabled")
@@ -91,6 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         "training.max_epochs=100000",
         "logging.loggers=[tensorboard]",
         "checkpoint.every_n_train_steps=25",
+        # calibration at the end of training: every affinity/embedding decoder plus the seeded
+        # watershed, a bounded grid each (mean-shift is left out: slowest and never the best)
+        "calibration.decoders=[mutex_watershed,agglomeration,embedding,watershed]",
+        f"calibration.budget={4 if args.smoke else 10}",
+        f"calibration.time_limit_s={10 if args.smoke else 25}",
     ]
     if args.smoke:
         overrides += [
@@ -124,6 +138,15 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"      {result.trainer.global_step} steps in {t_train / 60:.1f} min -> {ckpt}", flush=True
     )
+    cal = result.calibration
+    if cal is None:
+        print("      no calibration (no validation split?): neurons-infer uses its defaults")
+    else:
+        print(f"      calibration on the validation split ({cal.seconds:.0f} s):")
+        for name, r in cal.per_decoder.items():
+            best = f"{cal.key} {r.score:.4f}" if r.params is not None else f"skipped ({r.skipped})"
+            print(f"        {name:16s} {best}  [{r.trials} parameter sets, {r.seconds:.1f} s]")
+        print(f"      calibrated decoder: {cal.summary()}", flush=True)
 
     # 2. held-out volume ----------------------------------------------------------------------
     shape = (16, 64, 64) if args.smoke else (32, 160, 160)
@@ -135,13 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[2/4] held-out synthetic volume {shape} (seed 20240601) -> {heldout}", flush=True)
 
     # 3 + 4. infer, evaluate ------------------------------------------------------------------
-    decoders = ["embedding", "watershed"] if args.decoder == "both" else [args.decoder]
-    options = {"embedding": {}, "watershed": {}}
-    if "watershed" in decoders:
-        options["watershed"] = tune_watershed(ckpt, shape=(16, 96, 96), device=args.device)
-        print(
-            f"      watershed seeds tuned on a training-distribution volume: {options['watershed']}"
-        )
+    decoders = ["calibrated", "watershed"] if args.decoder == "both" else [args.decoder]
     runs = {}
     for dec in decoders:
         seg = out / f"segmentation_{dec}.h5"
@@ -151,8 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{heldout}:raw",
             seg,
             gt=f"{heldout}:instance",
-            decoder=dec,
-            decode_options=options[dec],
+            decoder=None if dec == "calibrated" else dec,
             block_size=(16, 96, 96),
             overlap=(4, 16, 16),
             scheduler="threads",
@@ -160,8 +176,9 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
         )
         res = run.result
+        print(f"[3/4] {run.decoder_choice.describe()}")
         print(
-            f"[3/4] {dec:9s} decoder: {res.num_objects} objects, {res.num_blocks} blocks, "
+            f"      {dec:10s}: {res.num_objects} objects, {res.num_blocks} blocks, "
             f"{time.perf_counter() - t0:.1f} s ({res.voxels_per_second / 1e3:.0f} kvoxel/s) -> {seg}",
             flush=True,
         )
@@ -180,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"| {key} | " + " | ".join(_fmt(v) for v in vals) + " |")
     print()
+    first = decoders[0]
+    arand = runs[first].scores.get("arand_cremi")
+    print(f"held-out arand_cremi ({first}): {_fmt(arand)} (main-job target <= 0.15)")
     for dec in decoders:
         print(f"full scores ({dec}): {runs[dec].scores_path}")
     for dec in decoders:
@@ -189,33 +209,6 @@ def main(argv: list[str] | None = None) -> int:
         f"\ntotal {(time.perf_counter() - t_all) / 60:.1f} min; TensorBoard: tensorboard --logdir {out / 'train'}"
     )
     return 0
-
-
-def tune_watershed(checkpoint: str, shape, device: str) -> dict:
-    """Seed threshold and smoothing of the watershed decoder, picked on a synthetic volume drawn
-    like the training data (the config's seed, not the held-out one) by the CREMI score."""
-    from neurons.data import make_synthetic_volume
-    from neurons.metrics import evaluate
-    from neurons.train.inference import (
-        DecodeConfig,
-        decode_instances,
-        load_model,
-        predict_volume,
-        settings_from_config,
-    )
-
-    model, cfg = load_model(checkpoint, "cpu" if device == "auto" else device)
-    vol = make_synthetic_volume(shape, seed=int(cfg.get("seed", 0)))
-    out = predict_volume(model, vol["raw"], settings_from_config(cfg, 3).window)
-    best, best_score = {}, float("inf")
-    for sigma in (0.0, 1.0):
-        for thr in (0.5, 0.6, 0.7, 0.8, 0.9):
-            opts = {"seed_threshold": thr, "sigma": sigma}
-            ins, _ = decode_instances(out, DecodeConfig(method="watershed", **opts))
-            score = evaluate(vol["instance"], ins, metrics="cremi")["cremi_score"]
-            if score < best_score:
-                best, best_score = opts, score
-    return best
 
 
 def _max_time(minutes: float) -> str:
