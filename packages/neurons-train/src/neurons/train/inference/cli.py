@@ -26,6 +26,34 @@ def _ints(values: Sequence[str] | None) -> int | tuple[int, ...] | None:
     return out[0] if len(out) == 1 else out
 
 
+def _decoder_params(
+    parser: argparse.ArgumentParser, decoder: str | None, items: Sequence[str]
+) -> dict[str, object]:
+    """``KEY=VALUE`` items as a dict (VALUE parsed as JSON, else kept as a string); a key the
+    chosen decoder does not have is a usage error (exit 2)."""
+    import json
+
+    from .decoders.registry import DECODERS
+
+    out: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            parser.error(f"--decoder-param {item!r}: expected KEY=VALUE")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    if out and decoder not in (None, "auto"):
+        unknown = sorted(set(out) - set(DECODERS[decoder].defaults))
+        if unknown:
+            parser.error(
+                f"decoder {decoder!r} has no parameter(s) {unknown}; its parameters are "
+                f"{sorted(DECODERS[decoder].defaults)}"
+            )
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``neurons-infer`` argument parser."""
     p = argparse.ArgumentParser(
@@ -96,7 +124,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch-size", type=int, default=None, help="windows per forward pass")
     p.add_argument("--tta", choices=["none", "flips"], default=None, help="test-time augmentation")
-    p.add_argument("--decoder", choices=["auto", "embedding", "watershed"], default=None)
+    from .decoders.registry import DECODERS
+
+    p.add_argument(
+        "--decoder",
+        choices=["auto", *DECODERS],
+        default=None,
+        help="; ".join(f"{k}: {v.description}" for k, v in DECODERS.items())
+        + " (default: the checkpoint's choice, else auto)",
+    )
+    p.add_argument(
+        "--decoder-param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a decoder parameter, e.g. bias=0.6 or threshold=0.3 (repeatable; VALUE is JSON)",
+    )
     p.add_argument(
         "--bandwidth", type=float, default=None, help="mean-shift bandwidth (default: loss delta_v)"
     )
@@ -163,7 +206,9 @@ def _progress_bar(quiet: bool):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``neurons-infer``; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    decoder_params = _decoder_params(parser, args.decoder, args.decoder_param)
     from neurons.io import VolumeError
     from neurons.train.errors import TrainError
 
@@ -187,6 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 batch_size=args.batch_size,
                 tta=args.tta,
                 decoder=args.decoder,
+                decode_options={"params": decoder_params} if decoder_params else None,
                 bandwidth=args.bandwidth,
                 min_size=args.min_size,
                 match_threshold=args.match_threshold,
