@@ -17,6 +17,13 @@ from .candidates import (
 )
 from .errors import CalibrationError
 from .objective import OBJECTIVES, Objective, get_objective, score_samples
+from .resolve import (
+    DecoderChoice,
+    apply_decoder,
+    choose_decoder,
+    foreground_fraction,
+    warn_if_empty,
+)
 from .search import CalibrationResult, DecoderResult, search_decoders
 from .storage import (
     CALIBRATION_KEY,
@@ -34,13 +41,17 @@ __all__ = [
     "CalibrationError",
     "CalibrationResult",
     "Candidate",
+    "DecoderChoice",
     "DecoderResult",
     "Objective",
     "ValidationSample",
+    "apply_decoder",
     "available_candidates",
     "calibrate",
+    "choose_decoder",
     "decode_with",
     "embed_calibration",
+    "foreground_fraction",
     "get_objective",
     "model_offsets",
     "parameter_grid",
@@ -50,5 +61,6 @@ __all__ = [
     "search_decoders",
     "sidecar_path",
     "validation_regions",
+    "warn_if_empty",
     "write_sidecar",
 ]
