@@ -51,7 +51,8 @@ def test_cremi_no_data_and_cleft_background():
     c = np.array([[nd, nd, 4, 0]], dtype=np.uint64)
     m = np.array([[0, 0, 0, 0]], dtype=np.uint64)
     inst, sem = cremi_to_unified(n, c, m)
-    assert inst.tolist() == [[5, 0, 9, 0]]
+    # the cleft voxel gets its own instance id, not neuron 9's (issue 11)
+    assert inst.tolist() == [[5, 0, 10, 0]]
     assert sem.tolist() == [[1, IGNORE_INDEX, 2, 0]]
 
 

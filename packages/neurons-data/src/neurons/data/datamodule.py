@@ -112,6 +112,10 @@ class EMDataModule(L.LightningDataModule):
         A held-out slab is never thinner than the patch depth (it is enlarged to it).
     min_foreground, min_instances, max_tries : rejection sampling of training patches.
     pin_memory, persistent_workers : DataLoader settings.
+    item_transform : callable, optional
+        Applied to every training and validation item after augmentation, in the DataLoader
+        workers (``neurons-train`` adds the loss's geometry targets here, so a training step
+        never waits for them when ``num_workers > 0``).
     **reader_kwargs
         Passed to the dataset reader (e.g. ``volumes=("A", "B")`` for CREMI).
     """
@@ -138,10 +142,12 @@ class EMDataModule(L.LightningDataModule):
         max_tries: int = 20,
         pin_memory: bool = False,
         persistent_workers: bool | None = None,
+        item_transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         **reader_kwargs: Any,
     ) -> None:
         super().__init__()
         self.root = root
+        self.item_transform = item_transform
         self.patch_size = tuple(int(p) for p in (patch_size or self.default_patch_size))
         self.patch, self.spatial_dims = normalize_patch_size(self.patch_size)
         if batch_size < 1:
@@ -194,8 +200,12 @@ class EMDataModule(L.LightningDataModule):
                 max_tries=self.max_tries,
                 augment=_resolve_augment(self.augment, self.spatial_dims),
                 seed=self.seed,
+                item_transform=self.item_transform,
             )
-            self.val_set = GridPatchDataset(self.val_regions, self.patch_size, self.val_patches)
+            self.val_set = GridPatchDataset(
+                self.val_regions, self.patch_size, self.val_patches,
+                item_transform=self.item_transform,
+            )
         if stage in (None, "test", "predict") and self.test_set is None:
             try:
                 self.test_set = WholeVolumeDataset(self.reader.volumes("test"), self.spatial_dims)

@@ -43,6 +43,7 @@ __all__ = [
     "mitoem2_to_unified",
     "renumber_instances",
     "semantic_ids_vector",
+    "touching_boundaries",
 ]
 
 UNIFIED_CLASSES: tuple[str, ...] = (
@@ -62,10 +63,11 @@ UINT64_NO_DATA: int = np.iinfo(np.uint64).max
 DATASET_MAPPINGS: dict[str, str] = {
     "snemi3d": "label > 0 -> 1 neuron (instance = label); label 0 -> 0 background. "
     "Annotates classes 0, 1.",
-    "cremi3d": "neuron_ids > 0 -> 1 neuron (instance = neuron id); neuron_ids == uint64(-1) -> 255 "
-    "ignore (instance 0); clefts with 0 < id < uint64(-1) -> 2 synaptic cleft; mitochondria with "
-    "0 < id < uint64(-1) -> 3 mitochondrion (later rules win). Annotates 0, 1, 2 (+ 3 when the file "
-    "has volumes/labels/mitochondria).",
+    "cremi3d": "neuron_ids > 0 -> 1 neuron (instance = neuron id), except the voxels separating "
+    "touching neurons -> 0; neuron_ids == uint64(-1) -> 255 ignore (instance 0); clefts with "
+    "0 < id < uint64(-1) -> 2 synaptic cleft; mitochondria with 0 < id < uint64(-1) -> 3 "
+    "mitochondrion (later rules win; clefts and mitochondria get their own instance ids). "
+    "Annotates 0, 1, 2 (+ 3 when the file has volumes/labels/mitochondria).",
     "microns": "segment id > 0 -> 1 neuron (instance = segment id); optional synapse volume > 0 -> 2; "
     "optional mitochondria volume > 0 -> 3. Annotates 0, 1 (+ 2, 3 when those volumes are given).",
     "mitoem2": "label 1 -> 3 mitochondrion, label 2 -> 4 mitochondrion boundary, 0 -> 0; instance = "
@@ -126,6 +128,49 @@ def renumber_instances(instance: np.ndarray) -> tuple[np.ndarray, int]:
     return inverse, int(uniq.size - 1)
 
 
+def touching_boundaries(ids: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """Voxels that separate touching objects: for every face-adjacent pair of valid voxels with
+    two different ids, the one with the lower coordinate.
+
+    Dense segmentations (CREMI, MICrONS) have no background between neighbouring neurons, so
+    without this a semantic "neuron" map is one blob; with these voxels set to background, no two
+    voxels of different ids remain face-adjacent, so the connected components of the neuron
+    class are exactly the objects (a 1-voxel-thin, one-sided boundary).
+
+    Examples
+    --------
+    >>> touching_boundaries(np.array([[1, 1, 2, 2, 0, 3]])).astype(int).tolist()
+    [[0, 1, 0, 0, 0, 0]]
+    """
+    ids = np.asarray(ids)
+    valid = ids != 0 if valid is None else np.asarray(valid, dtype=bool)
+    out = np.zeros(ids.shape, dtype=bool)
+    for axis in range(ids.ndim):
+        lo = [slice(None)] * ids.ndim
+        hi = [slice(None)] * ids.ndim
+        lo[axis], hi[axis] = slice(0, -1), slice(1, None)
+        lo_, hi_ = tuple(lo), tuple(hi)
+        out[lo_] |= valid[lo_] & valid[hi_] & (ids[lo_] != ids[hi_])
+    return out
+
+
+def _add_objects(
+    instance: np.ndarray, semantic: np.ndarray, objects: np.ndarray, mask: np.ndarray, cls: int
+) -> np.ndarray:
+    """Give the voxels of ``mask`` class ``cls`` and their own instance ids (after the others)."""
+    if not mask.any():
+        return instance
+    _, inverse = np.unique(np.asarray(objects)[mask], return_inverse=True)
+    top = int(instance.max()) if instance.size else 0
+    instance[mask] = (np.asarray(inverse, dtype=np.int64) + (top + 1)).astype(instance.dtype)
+    semantic[mask] = cls
+    return instance
+
+
+def _id_dtype(ids: np.ndarray) -> np.dtype:
+    return np.dtype(np.uint64) if ids.dtype.kind in "ub" else np.dtype(np.int64)
+
+
 def foreground_to_unified(
     segmentation: np.ndarray,
     synapses: np.ndarray | None = None,
@@ -163,8 +208,12 @@ def cremi_to_unified(
     """Map CREMI label volumes to ``(instance, semantic)``.
 
     ``neuron_ids == uint64(-1)`` ("no data") becomes semantic :data:`IGNORE_INDEX` and instance 0.
-    In ``clefts``/``mitochondria`` both 0 and ``uint64(-1)`` mean "not this class" (the official
-    cleft volumes use ``uint64(-1)`` as their background).
+    CREMI's neuron labels are dense (neurons touch), so the voxels separating two neurons
+    (:func:`touching_boundaries`) become background (class 0, instance 0): the neuron class's
+    connected components are then the neurons. In ``clefts``/``mitochondria`` both 0 and
+    ``uint64(-1)`` mean "not this class" (the official cleft volumes use ``uint64(-1)`` as
+    their background); their voxels become class 2 / 3 with their own instance ids (numbered
+    after the neurons'), never the neuron's id they overlap.
     """
     neuron_ids = np.asarray(neuron_ids)
     if neuron_ids.dtype == np.uint64:
@@ -173,13 +222,15 @@ def cremi_to_unified(
         no_data = neuron_ids == -1
     else:
         no_data = np.zeros(neuron_ids.shape, dtype=bool)
-    semantic = (neuron_ids != 0).astype(np.uint8)
-    if clefts is not None:
-        semantic[_valid_cremi(clefts)] = SYNAPTIC_CLEFT
-    if mitochondria is not None:
-        semantic[_valid_cremi(mitochondria)] = MITOCHONDRION
+    valid = (neuron_ids != 0) & ~no_data
+    keep = valid & ~touching_boundaries(neuron_ids, valid)
+    semantic = keep.astype(np.uint8)
+    instance = np.where(keep, neuron_ids, 0).astype(_id_dtype(neuron_ids), copy=False)
+    for objects, cls in ((clefts, SYNAPTIC_CLEFT), (mitochondria, MITOCHONDRION)):
+        if objects is not None:
+            instance = _add_objects(instance, semantic, objects, _valid_cremi(objects), cls)
     semantic[no_data] = IGNORE_INDEX
-    instance = np.where(no_data, np.zeros((), dtype=neuron_ids.dtype), neuron_ids)
+    instance[no_data] = 0
     return instance, semantic
 
 

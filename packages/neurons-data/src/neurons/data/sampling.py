@@ -34,6 +34,7 @@ __all__ = [
 ]
 
 Augment = Callable[[dict[str, np.ndarray]], Mapping[str, Any]]
+ItemTransform = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 def normalize_patch_size(patch_size: Sequence[int]) -> tuple[tuple[int, int, int], int]:
@@ -129,6 +130,9 @@ class RandomPatchDataset(Dataset):
         are reproducible whatever the number of workers.
     seed : int
         Base seed.
+    item_transform : callable, optional
+        ``item_transform(item) -> item`` on the finished (augmented) contract item, e.g. adding
+        per-voxel training targets; runs in the DataLoader workers, in parallel with training.
     """
 
     def __init__(
@@ -142,9 +146,11 @@ class RandomPatchDataset(Dataset):
         max_tries: int = 20,
         augment: Augment | None = None,
         seed: int = 0,
+        item_transform: ItemTransform | None = None,
     ) -> None:
         self.patch, self.spatial_dims = normalize_patch_size(patch_size)
         self.regions = list(regions)
+        self.item_transform = item_transform
         _check_fit(self.regions, self.patch, "training sampler")
         if samples_per_epoch < 1:
             raise EmptyDatasetError(f"samples_per_epoch must be >= 1, got {samples_per_epoch}")
@@ -199,7 +205,8 @@ class RandomPatchDataset(Dataset):
         item_arrays["instance"] = instance
         if self.augment is not None:
             item_arrays = self._augment(item_arrays, rng)
-        return to_item(item_arrays, region.volume, self.spatial_dims, renumber=True)
+        item = to_item(item_arrays, region.volume, self.spatial_dims, renumber=True)
+        return item if self.item_transform is None else self.item_transform(item)
 
     def _augment(self, arrays: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
         squeeze = self.spatial_dims == 2
@@ -249,7 +256,8 @@ class GridPatchDataset(Dataset):
     """Deterministic grid of patches covering held-out regions (validation).
 
     Per axis the windows tile the region without overlap, the last one shifted back to end at
-    the border. ``max_patches`` keeps an evenly spaced, deterministic subset.
+    the border. ``max_patches`` keeps an evenly spaced, deterministic subset; ``item_transform``
+    as in :class:`RandomPatchDataset`.
     """
 
     def __init__(
@@ -257,9 +265,11 @@ class GridPatchDataset(Dataset):
         regions: Sequence[Region],
         patch_size: Sequence[int],
         max_patches: int | None = None,
+        item_transform: ItemTransform | None = None,
     ) -> None:
         self.patch, self.spatial_dims = normalize_patch_size(patch_size)
         self.regions = list(regions)
+        self.item_transform = item_transform
         _check_fit(self.regions, self.patch, "validation grid")
         index = []
         for ri, r in enumerate(self.regions):
@@ -284,7 +294,8 @@ class GridPatchDataset(Dataset):
         if not -len(self) <= i < len(self):
             raise IndexError(f"patch index {i} out of range for {len(self)} patches")
         region, start = self.location(i % len(self))
-        return to_item(region.read(start, self.patch), region.volume, self.spatial_dims)
+        item = to_item(region.read(start, self.patch), region.volume, self.spatial_dims)
+        return item if self.item_transform is None else self.item_transform(item)
 
 
 class WholeVolumeDataset(Dataset):

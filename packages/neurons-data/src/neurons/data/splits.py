@@ -82,7 +82,8 @@ def split_regions(
     min_depth : int
         Fewest sections of any region: the patch depth, so that every training and validation
         slab holds at least one patch. A validation slab is enlarged to it; a volume too thin
-        for both slabs raises :class:`~neurons.data.PatchSizeError` naming ``val_fraction``.
+        for both slabs raises :class:`~neurons.data.PatchSizeError` naming ``val_fraction``
+        (:class:`~neurons.data.EmptyDatasetError` when no training section is left at all).
 
     Returns
     -------
@@ -121,7 +122,8 @@ def split_regions(
             n_val = max(1, int(min_depth), round(z * val_fraction))
             z_train = z - n_val - gap
             if z_train < max(1, int(min_depth)):
-                raise PatchSizeError(
+                err = EmptyDatasetError if z_train < 1 else PatchSizeError
+                raise err(
                     f"{v.name}: {z} sections are too few for a training slab of >= "
                     f"{max(1, int(min_depth))} (the patch depth), a gap of {gap} and a validation "
                     f"slab of {n_val} (val_fraction={val_fraction}); lower data.options.val_fraction "

@@ -20,7 +20,14 @@ from ._core import (
     segment_instances,
 )
 from .affinity import AffinityLoss
-from .embedding import _check_pred, _kind, masked_mean, regression
+from .embedding import (
+    CentroidEmbeddingLoss,
+    SkeletonEmbeddingLoss,
+    _check_pred,
+    _kind,
+    masked_mean,
+    regression,
+)
 
 __all__ = ["partial_label_mask", "SemanticLoss", "InstanceLoss", "GeometryLoss", "VistaLoss", "Vista2DLoss",
            "Vista3DLoss"]
@@ -303,11 +310,13 @@ class GeometryLoss(nn.Module):
         loss_raw: str = "l1",
         smooth_l1_beta: float = 1.0,
         sigma: float = 5.0,
+        sampling: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         if dir_target not in ("centroid", "skeleton"):
             raise LossConfigError(f"dir_target={dir_target!r}: expected 'centroid' or 'skeleton'")
         self.dir_target = dir_target
+        self.sampling = None if sampling is None else tuple(float(v) for v in sampling)
         self.weight_dir, self.weight_cov, self.weight_raw = map(
             float, (weight_dir, weight_cov, weight_raw)
         )
@@ -337,8 +346,9 @@ class GeometryLoss(nn.Module):
         need_dir = self.weight_dir > 0 and "direction" not in tg
         need_cov = self.weight_cov > 0 and "structure" not in tg
         if need_dir or need_cov:
+            sampling = self.sampling[-s:] if self.sampling is not None else None
             tg.update(T.geometry_targets(labels, dir_target=self.dir_target, direction=need_dir,
-                                         structure=need_cov, sigma=self.sigma))
+                                         structure=need_cov, sigma=self.sigma, sampling=sampling))
         with full_precision(geometry.device):
             g = as_float(geometry)
             fg = labels > 0
@@ -366,6 +376,12 @@ class GeometryLoss(nn.Module):
         return {"loss": loss, **out}
 
 
+#: ``VistaLoss(instance=...)``: the weighted discriminative loss, the predecessor's centroid
+#: embedding loss (with its projection heads) or the skeleton offset loss
+INSTANCE_LOSSES = ("vista", "centroid", "skeleton")
+#: precomputed :func:`targets.skeleton_targets` a batch may carry
+SKELETON_KEYS = ("skeleton", "nearest", "edt_norm", "edt_grad")
+
 _ALIASES = {"labels": "instance", "semantic_labels": "semantic", "raw_image": "image"}
 
 
@@ -383,6 +399,18 @@ class VistaLoss(nn.Module):
     ``loss_geom/raw``.  Precomputed geometry targets in the batch (``direction``,
     ``structure``, see :func:`targets.geometry_targets`) are passed to :class:`GeometryLoss`
     instead of being recomputed every step.  Unknown keyword arguments raise ``TypeError`` (typos never pass silently).
+
+    Instance term (``instance``): ``"vista"`` (:class:`InstanceLoss`), ``"centroid"``
+    (:class:`~neurons.losses.CentroidEmbeddingLoss` with the bias-free projection heads
+    ``proj_dir`` / ``proj_cov`` / ``proj_raw`` decoding direction (``dir_target``), structure
+    tensor and RGBA from the embedding, weighted by ``weight_dir`` / ``weight_cov`` /
+    ``weight_raw``; needs ``embedding_dim`` and ``spatial_dims``) or ``"skeleton"``
+    (:class:`~neurons.losses.SkeletonEmbeddingLoss`: the ``instance`` output is an ``S``-channel
+    offset field; ``weight_pull`` / ``weight_push`` weigh its pull / push terms).  Every
+    instance id is one segment, whatever the semantic classes of its voxels (a mitochondrion's
+    rim and interior are pulled together); ``instance_per_class`` is accepted for old configs
+    and has no effect.  Terms are logged as ``loss_ins/<term>``.  ``sampling`` (voxel size,
+    array order) makes the geometry targets anisotropic.
 
     Affinity: with ``weight_affinity > 0`` the model's ``affinity`` logits are supervised by
     :class:`~neurons.losses.AffinityLoss` (targets from the ``instance`` labels for
@@ -418,7 +446,11 @@ class VistaLoss(nn.Module):
         weight_bone: float = 10.0,
         delta_v: float = 0.5,
         delta_d: float = 1.5,
-        instance_per_class: bool = True,
+        instance_per_class: bool = False,
+        instance: str = "vista",
+        embedding_dim: int | None = None,
+        spatial_dims: int | None = None,
+        sampling: Sequence[float] | None = None,
         dir_target: str = "centroid",
         weight_dir: float = 1.0,
         weight_cov: float = 1.0,
@@ -443,14 +475,27 @@ class VistaLoss(nn.Module):
         self.weight_semantic = float(weight_semantic)
         self.weight_instance = float(weight_instance)
         self.weight_geometry = float(weight_geometry)
-        self.instance_per_class = bool(instance_per_class)
+        self.instance_per_class = bool(instance_per_class)  # kept for old configs: no effect
+        if instance not in INSTANCE_LOSSES:
+            raise LossConfigError(f"instance={instance!r}: expected one of {INSTANCE_LOSSES}")
+        self.instance_kind = instance
         self.semantic = SemanticLoss(semantic_mode, weight_ce, weight_dice, weight_iou,
                                      class_weights, ignore_index)
-        self.instance = InstanceLoss(weight_pull, weight_push, weight_norm, weight_edge,
-                                     weight_bone, delta_v, delta_d, ignore_index)
+        self.instance: nn.Module
+        if instance == "centroid":
+            self.instance = CentroidEmbeddingLoss(
+                delta_v, delta_d, weight_pull, weight_push, weight_norm,
+                embedding_dim=embedding_dim, spatial_dims=spatial_dims or 3, w_dir=weight_dir,
+                w_cov=weight_cov, w_raw=weight_raw, dir_target=dir_target,
+            )
+        elif instance == "skeleton":
+            self.instance = SkeletonEmbeddingLoss(w_pull=weight_pull, w_push=weight_push)
+        else:
+            self.instance = InstanceLoss(weight_pull, weight_push, weight_norm, weight_edge,
+                                         weight_bone, delta_v, delta_d, ignore_index)
         self.geometry = (
             GeometryLoss(dir_target, weight_dir, weight_cov, weight_raw, loss_dir, loss_cov,
-                         loss_raw, smooth_l1_beta, sigma)
+                         loss_raw, smooth_l1_beta, sigma, sampling)
             if self.weight_geometry > 0 else None
         )
 
@@ -472,18 +517,16 @@ class VistaLoss(nn.Module):
                     "'semantic' logits and 'instance' embedding"
                 )
         sem = self.semantic(outputs["semantic"], tg["semantic"], tg.get("semantic_ids"))
-        cls = tg["semantic"] if self.instance_per_class else None
-        if cls is not None and cls.is_floating_point():
-            cls = None
-        ins = self.instance(outputs["instance"], tg["instance"], cls)
+        ins = self._instance_terms(outputs["instance"], tg)
         total = self.weight_semantic * sem["loss"] + self.weight_instance * ins["loss"]
         out: dict[str, Tensor] = {}
         out["loss_sem"] = sem["loss"]
         for k in ("ce", "dice", "iou"):
             out[f"loss_sem/{k}"] = sem[k]
         out["loss_ins"] = ins["loss"]
-        for k in ("pull", "push", "norm"):
-            out[f"loss_ins/{k}"] = ins[k]
+        for k, v in ins.items():
+            if k != "loss":
+                out[f"loss_ins/{k}"] = v
         if self.geometry is not None:
             if outputs.get("geometry") is None:
                 raise LossInputError(
@@ -506,6 +549,16 @@ class VistaLoss(nn.Module):
                 out[f"loss_aff/{k}"] = aff[k]
         return {"loss": total, **out}
 
+
+    def _instance_terms(self, embedding: Tensor, tg: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """The selected instance loss; one segment per instance id (whatever its classes)."""
+        if self.instance_kind == "vista":
+            return self.instance(embedding, tg["instance"])
+        if self.instance_kind == "centroid":
+            pre = {k: tg[k] for k in ("direction", "structure") if tg.get(k) is not None}
+            return self.instance(embedding, tg["instance"], tg.get("image"), pre or None)
+        pre = {k: tg[k] for k in SKELETON_KEYS if tg.get(k) is not None}
+        return self.instance(embedding, tg["instance"], pre or None)
 
     def _affinity_terms(
         self, outputs: Mapping[str, Tensor], tg: Mapping[str, Tensor]

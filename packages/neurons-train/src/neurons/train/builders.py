@@ -15,7 +15,13 @@ from typing import Any
 
 from neurons.train.errors import ConfigError, DatasetFilesMissingError
 
-__all__ = ["build_datamodule_from_cfg", "build_loss_from_cfg", "build_model_from_cfg"]
+__all__ = [
+    "GeometryTargets",
+    "build_datamodule_from_cfg",
+    "build_loss_from_cfg",
+    "build_model_from_cfg",
+    "dataset_voxel_size",
+]
 
 
 def _accepted(fn: Callable[..., Any]) -> tuple[set[str], bool]:
@@ -65,6 +71,150 @@ def _check_types(fn: Callable[..., Any], kwargs: Mapping[str, Any], section: str
             )
 
 
+def dataset_voxel_size(cfg: Mapping[str, Any]) -> tuple[float, ...] | None:
+    """Voxel size ``(z, y, x)`` nm of a config: ``data.voxel_size``, else the dataset's own.
+
+    The dataset's own is its reader's (SNEMI3D 30x6x6, CREMI 40x4x4, MICrONS 40x8x8, ISBI 2012
+    50x4x4 nm); None for datasets whose volumes differ (MitoEM2, combine) or have none
+    (synthetic) unless ``data.voxel_size`` is set.
+
+    Examples
+    --------
+    >>> dataset_voxel_size({"data": {"name": "snemi3d", "voxel_size": None}})
+    (30.0, 6.0, 6.0)
+    """
+    d = cfg["data"]
+    given = d.get("voxel_size") if hasattr(d, "get") else None
+    if given is not None:
+        vs = tuple(float(v) for v in given)
+        if len(vs) not in (2, 3) or any(v <= 0 for v in vs):
+            raise ConfigError(
+                f"config key 'data.voxel_size' = {list(given)}: expected 2 or 3 positive sizes (nm)"
+            )
+        return vs
+    from neurons.data import DATAMODULES
+
+    dm = DATAMODULES.get(str(d["name"]))
+    reader = getattr(dm, "reader_class", None)
+    vs = getattr(reader, "voxel_size", None)
+    if vs is None or tuple(float(v) for v in vs) == (1.0, 1.0, 1.0):
+        return None
+    return tuple(float(v) for v in vs)
+
+
+def _model_geometry(cfg: Mapping[str, Any], name: str, kwargs: dict[str, Any]) -> None:
+    """Dimensionality from ``data.patch_size`` and anisotropy from the voxel size."""
+    spatial = len(cfg["data"]["patch_size"])
+    key = str(name).strip().lower()
+    fixed = {"vista3d": 3, "vista2d": 2, "segresnet3d": 3, "segresnet2d": 2}
+    if key in fixed and fixed[key] != spatial:
+        raise ConfigError(
+            f"config keys 'model.name' = {name!r} and 'data.patch_size' = "
+            f"{list(cfg['data']['patch_size'])} disagree: a {fixed[key]}D model needs "
+            f"{fixed[key]} patch sizes"
+        )
+    if key in ("segresnet", "vista"):
+        given = kwargs.get("spatial_dims")
+        if given is not None and int(given) != spatial:
+            raise ConfigError(
+                f"config key 'model.options.spatial_dims' = {given} disagrees with "
+                f"'data.patch_size' = {list(cfg['data']['patch_size'])} ({spatial}D)"
+            )
+        kwargs["spatial_dims"] = spatial
+    if key.startswith("vista") and kwargs.get("resolution") is None:
+        vs = dataset_voxel_size(cfg)
+        if vs is not None:
+            kwargs["resolution"] = list(vs[-spatial:])
+
+
+def _loss_geometry(cfg: Mapping[str, Any], kwargs: dict[str, Any]) -> None:
+    """Embedding size, dimensionality and voxel size the instance / geometry losses need."""
+    spatial = len(cfg["data"]["patch_size"])
+    emb = int(cfg["model"]["emb_dim"])
+    if kwargs.get("instance") == "skeleton" and emb != spatial:
+        raise ConfigError(
+            f"config key 'model.emb_dim' = {emb}: loss.instance=skeleton makes the instance head "
+            f"a {spatial}-channel offset field; set model.emb_dim={spatial}"
+        )
+    kwargs.setdefault("embedding_dim", emb)
+    kwargs.setdefault("spatial_dims", spatial)
+    if kwargs.get("sampling") is None:
+        vs = dataset_voxel_size(cfg)
+        if vs is not None:
+            kwargs["sampling"] = list(vs[-spatial:])
+
+
+class GeometryTargets:
+    """Adds the per-voxel targets the configured loss needs to a data item (in the workers).
+
+    ``direction`` ``(S, *sp)`` / ``structure`` ``(S*S, *sp)`` (geometry head, centroid
+    projection heads) and ``nearest`` / ``edt_norm`` / ``edt_grad`` (skeleton loss), from the
+    item's (augmented) ``instance`` map with :mod:`neurons.losses.targets`.  Computed once per
+    item in the DataLoader workers instead of once per step in the training process; picklable.
+
+    Parameters
+    ----------
+    direction, structure, skeleton : bool
+        Which targets to add.
+    dir_target : {"centroid", "skeleton"}
+    sampling : sequence of float, optional
+        Voxel size (array order) of the distances.
+    sigma : float
+        Structure-tensor smoothing.
+    """
+
+    def __init__(
+        self,
+        direction: bool = False,
+        structure: bool = False,
+        skeleton: bool = False,
+        dir_target: str = "centroid",
+        sampling: Any = None,
+        sigma: float = 5.0,
+    ) -> None:
+        self.direction, self.structure, self.skeleton = direction, structure, skeleton
+        self.dir_target = dir_target
+        self.sampling = None if sampling is None else tuple(float(v) for v in sampling)
+        self.sigma = float(sigma)
+
+    @classmethod
+    def from_cfg(cls, c: Mapping[str, Any]) -> GeometryTargets | None:
+        """The targets ``c["loss"]`` needs, or None (nothing to precompute)."""
+        lo = dict(c.get("loss") or {})
+        kind = lo.get("instance", "vista")
+        geometry = float(lo.get("weight_geometry", 0.0)) > 0
+        heads = kind == "centroid"
+        w_dir, w_cov = float(lo.get("weight_dir", 1.0)), float(lo.get("weight_cov", 1.0))
+        direction = (geometry or heads) and w_dir > 0
+        structure = (geometry or heads) and w_cov > 0
+        skeleton = kind == "skeleton"
+        if not (direction or structure or skeleton):
+            return None
+        spatial = len(c["data"]["patch_size"])
+        vs = lo.get("sampling") or dataset_voxel_size(c)
+        return cls(direction, structure, skeleton, str(lo.get("dir_target", "centroid")),
+                   None if vs is None else list(vs)[-spatial:], float(lo.get("sigma", 5.0)))
+
+    def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
+        import torch
+
+        from neurons.losses import targets as T
+
+        labels = item["instance"].unsqueeze(0)
+        with torch.no_grad():
+            if self.direction or self.structure:
+                t = T.geometry_targets(labels, dir_target=self.dir_target,
+                                       direction=self.direction, structure=self.structure,
+                                       sigma=self.sigma, sampling=self.sampling)
+                for key, value in t.items():
+                    item[key] = value[0]
+            if self.skeleton:
+                t = T.skeleton_targets(labels)
+                for key in ("nearest", "edt_norm", "edt_grad"):
+                    item[key] = t[key][0]
+        return item
+
+
 def build_model_from_cfg(cfg: Mapping[str, Any]) -> Any:
     """The network described by ``cfg["model"]``.
 
@@ -97,6 +247,7 @@ def build_model_from_cfg(cfg: Mapping[str, Any]) -> Any:
         kwargs["affinity_offsets"] = [list(o) for o in offsets]
     if m:
         raise ConfigError(f"unknown config key model.{sorted(m)[0]!r}")
+    _model_geometry(cfg, name, kwargs)
     try:
         return build_model(name, **kwargs)
     except TypeError as exc:
@@ -128,6 +279,7 @@ def build_loss_from_cfg(
                 kwargs[key] = OmegaConf.to_container(value, resolve=True)
     _check_keys(VistaLoss.__init__, kwargs, "loss")
     _check_types(VistaLoss.__init__, kwargs, "loss")
+    _loss_geometry(cfg, kwargs)
     if affinity_offsets is not None:
         model_offs = [tuple(int(v) for v in o) for o in affinity_offsets]
         given = kwargs.get("affinity_offsets")
@@ -179,6 +331,7 @@ def datamodule_kwargs(cfg: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     pin = d.pop("pin_memory", None)
     if pin is not None:
         kwargs["pin_memory"] = bool(pin)
+    d.pop("voxel_size", None)  # read by the model and the loss (see dataset_voxel_size)
     if d:
         raise ConfigError(f"unknown config key data.{sorted(d)[0]!r}")
     for key in options:
@@ -255,6 +408,9 @@ def build_datamodule_from_cfg(cfg: Mapping[str, Any], *, setup_stage: str | None
 
     name, kwargs = datamodule_kwargs(cfg)
     _check_augment(kwargs.get("augment"), len(kwargs["patch_size"]))
+    targets = GeometryTargets.from_cfg(cfg)
+    if targets is not None:
+        kwargs["item_transform"] = targets
     root = kwargs.get("root")
     if name not in ("synthetic", "combine") and root is not None and not Path(root).exists():
         raise _missing(name, root, f"Folder {str(Path(root).resolve())!r} does not exist.")

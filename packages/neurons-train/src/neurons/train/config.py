@@ -64,6 +64,8 @@ class DataConfig:
     augment: Any = True
     pin_memory: bool = False
     options: dict[str, Any] = field(default_factory=dict)
+    #: (z, y, x) nm (2 values for 2D); null: the dataset's (snemi3d, cremi3d, microns, isbi2012)
+    voxel_size: list[float] | None = None
 
 
 @dataclass

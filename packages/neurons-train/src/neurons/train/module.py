@@ -27,6 +27,17 @@ __all__ = ["METRIC_KEYS", "Vista2DModule", "Vista3DModule", "VistaModule", "Warm
 #: validation scores logged as ``val/<key>`` (means over validation patches)
 METRIC_KEYS = ("ari", "ami", "voi_split", "voi_merge", "voi", "arand", "dice", "iou", "sem_acc")
 IGNORE_INDEX = 255
+#: per-voxel targets a batch may carry precomputed (see neurons.train.builders.GeometryTargets)
+PRECOMPUTED_TARGETS = ("direction", "structure", "skeleton", "nearest", "edt_norm", "edt_grad")
+#: validation mean-shift bandwidth (voxels) of skeleton votes (loss.instance=skeleton)
+SKELETON_BANDWIDTH = 2.0
+
+
+def skeleton_votes(offsets: torch.Tensor) -> torch.Tensor:
+    """``(S, *spatial)`` offsets -> voxel coordinate + offset (the voted skeleton point)."""
+    spatial = offsets.shape[1:]
+    axes = [torch.arange(n, device=offsets.device, dtype=offsets.dtype) for n in spatial]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"), 0) + offsets
 
 
 class WarmupCosine:
@@ -153,6 +164,9 @@ class VistaModule(pl.LightningModule):
         }
         if "semantic_ids" in batch and batch["semantic_ids"] is not None:
             targets["semantic_ids"] = batch["semantic_ids"].long()
+        for key in PRECOMPUTED_TARGETS:  # geometry targets made by the data pipeline
+            if batch.get(key) is not None:
+                targets[key] = batch[key]
         for key in ("semantic", "instance"):
             if targets[key].shape[1:] != image.shape[2:]:
                 raise ValueError(
@@ -201,9 +215,15 @@ class VistaModule(pl.LightningModule):
         v = self.cfg["training"]["validation"]
         if v["decoder"] == "embedding":
             fg = torch.isin(sem_pred, torch.tensor(OBJECT_CLASSES, device=sem_pred.device))
+            emb = out["instance"][i]
             bandwidth = v["bandwidth"] or float(self.cfg["loss"].get("delta_v", 0.5))
+            if self.cfg["loss"].get("instance") == "skeleton":
+                # offsets -> the skeleton point each voxel votes for (voxel units); a skeleton
+                # is a chain of points about one voxel apart, so a few voxels join it
+                emb = skeleton_votes(emb)
+                bandwidth = v["bandwidth"] or SKELETON_BANDWIDTH
             return decode_embedding(
-                out["instance"][i],
+                emb,
                 fg,
                 bandwidth=bandwidth,
                 max_instances=v["max_instances"],
