@@ -336,3 +336,16 @@ def test_offsets_longer_than_the_volume_are_ignored(rng):
     for decoder in AFFINITY_DECODERS:
         pred = decode({"affinity": aff}, decoder, offsets=offsets, semantic_mode="none")
         assert _same_partition(gt, pred)
+
+
+def test_cli_accepts_every_decoder_and_rejects_unknown_params(capsys):
+    from neurons.train.inference.cli import build_parser, main
+
+    for name in DECODERS:
+        args = build_parser().parse_args(["c.ckpt", "in.h5", "out.h5", "--decoder", name])
+        assert args.decoder == name
+    with pytest.raises(SystemExit) as exc:
+        main(["c.ckpt", "in.h5", "out.h5", "--decoder", "mutex_watershed",
+              "--decoder-param", "bandwidth=1"])  # fmt: skip
+    assert exc.value.code == 2
+    assert "no parameter(s) ['bandwidth']" in capsys.readouterr().err

@@ -187,6 +187,8 @@ def settings_from_config(
         threshold=float(inf.get("threshold", 0.5)),
         seed_threshold=inf.get("seed_threshold"),
         sigma=float(inf.get("sigma", 0.0)),
+        delta_d=float(inf.get("delta_d") or _find(loss, "delta_d") or 1.5),
+        offsets=[[int(v) for v in o] for o in _get(cfg, "model.affinity_offsets", [])] or None,
     )
     default_block = (64, 256, 256) if sdims == 3 else (1024, 1024)
     block = inf.get("block_size") or default_block
