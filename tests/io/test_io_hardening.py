@@ -118,6 +118,23 @@ def test_hdf5_external_link_outside_folder_refused_and_dangling_named(tmp_path):
     np.testing.assert_array_equal(read_volume(f"{path}:ok"), np.full((2, 3), 4, np.uint8))
 
 
+def test_hdf5_virtual_dataset_outside_folder_refused(tmp_path):
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    for f_path in (tmp_path / "outside.h5", sub / "inside.h5"):
+        with h5py.File(f_path, "w") as f:
+            f["x"] = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    path = sub / "v.h5"
+    with h5py.File(path, "w") as f:
+        for name, src in (("out", tmp_path / "outside.h5"), ("in", sub / "inside.h5")):
+            layout = h5py.VirtualLayout(shape=(3, 4), dtype=np.uint8)
+            layout[:] = h5py.VirtualSource(str(src), "x", shape=(3, 4))
+            f.create_virtual_dataset(name, layout)
+    with pytest.raises(PathError, match="virtual dataset reading .*outside"):
+        read_volume(f"{path}:out")
+    np.testing.assert_array_equal(read_volume(f"{path}:in"), np.arange(12).reshape(3, 4))
+
+
 # -- item 4: atomic folder writes survive a crash between the renames ------------------------------
 
 _CRASH = textwrap.dedent(

@@ -63,7 +63,7 @@ def _linked_key(f: h5py.File, path: Path, key: str) -> str | None:
         folder = path.resolve().parent
         target = (folder / link.filename).resolve()
         where = f"{link.filename}:{link.path}"
-        if os.path.isabs(link.filename) or not target.is_relative_to(folder):
+        if not target.is_relative_to(folder):
             raise PathError(
                 f"{path}: key {key!r} is an external link to {where}, outside the file's folder "
                 f"{folder}; refused (only files next to {path.name} are read)"
@@ -83,6 +83,22 @@ def _linked_key(f: h5py.File, path: Path, key: str) -> str | None:
             f"resolved ({exc})", [],
         ) from exc
     return key if isinstance(obj, h5py.Dataset) else None
+
+
+def _check_virtual_sources(ds: h5py.Dataset, path: Path, key: str) -> None:
+    """A virtual dataset may map only files inside the file's folder (else :class:`PathError`)."""
+    if not ds.is_virtual:
+        return
+    folder = path.resolve().parent
+    for src in ds.virtual_sources():
+        if src.file_name == ".":
+            continue
+        target = (folder / src.file_name).resolve()
+        if not target.is_relative_to(folder):
+            raise PathError(
+                f"{path}: key {key!r} is a virtual dataset reading {src.file_name}:{src.dset_name}, "
+                f"outside the file's folder {folder}; refused (only files next to {path.name} are read)"
+            )
 
 
 def resolve_key(path: Path, key: str | None, keys: list[str]) -> str:
@@ -110,6 +126,7 @@ class HDF5Reader(Reader):
             if key is None or key in keys or _linked_key(self._file, path, key) is None:
                 key = resolve_key(path, key, keys)
             ds = self._file[key]
+            _check_virtual_sources(ds, path, key)
             check_dtype(ds.dtype, f"{path}:{key}")
             check_volume_shape(ds.shape, f"{path}:{key}")
             self.key = key
