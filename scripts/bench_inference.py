@@ -9,6 +9,7 @@ Usage::
 
     python scripts/bench_inference.py                      # CPU, 32..256 x 256 x 256
     python scripts/bench_inference.py --device cuda --sizes 64x512x512 128x512x512 128x1024x1024
+    python scripts/bench_inference.py --decoders                # decoding cost of every decoder
 """
 
 from __future__ import annotations
@@ -20,6 +21,95 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+
+def _oracle_outputs(vol: dict, offsets, seed: int = 0) -> dict[str, np.ndarray]:
+    """Plausible predictions from the synthetic labels: smoothed and noisy class probabilities,
+    affinities and a per-instance embedding (so that every decoder has realistic work)."""
+    from scipy import ndimage
+
+    from neurons.train.inference.decoders import pair_slices
+
+    rng = np.random.default_rng(seed)
+    inst, sem = vol["instance"].astype(np.int64), vol["semantic"]
+
+    def noisy(x: np.ndarray, sd: float) -> np.ndarray:
+        x = ndimage.gaussian_filter(x.astype(np.float32), (0, 1, 1))
+        return np.clip(x + rng.normal(0, sd, x.shape).astype(np.float32), 0, 1)
+
+    probs = np.stack([noisy(sem == c, 0.1) for c in range(5)]) + 1e-3
+    aff = np.zeros((len(offsets), *inst.shape), np.float32)
+    for k, off in enumerate(offsets):
+        src, dst = pair_slices(off, inst.shape)
+        aff[k][src] = (inst[src] == inst[dst]) & (inst[src] > 0)
+        aff[k] = noisy(aff[k], 0.1)
+    ids, inv = np.unique(inst, return_inverse=True)
+    centres = rng.normal(0, 1.5, (ids.size, 8)).astype(np.float32)
+    emb = np.moveaxis(centres[inv.reshape(inst.shape)], -1, 0)
+    emb += rng.normal(0, 0.15, emb.shape).astype(np.float32)
+    return {"semantic": probs / probs.sum(0), "affinity": aff, "instance": emb}
+
+
+def decoder_costs(args) -> int:
+    """Decoder-cost mode: voxels/s of every decoder on the same outputs, watershed first."""
+    from neurons.data import make_synthetic_volume
+    from neurons.metrics import adapted_rand_error
+    from neurons.models import default_affinity_offsets
+    from neurons.train.inference import DECODERS, decode
+
+    names = list(args.decoders) or list(DECODERS)
+    unknown = [n for n in names if n not in DECODERS]
+    if unknown:
+        print(f"bench_inference: error: unknown decoder(s) {unknown}; known: {list(DECODERS)}")
+        return 2
+    names = ["watershed"] + [n for n in names if n != "watershed"]
+    shape = tuple(int(v) for v in args.decoder_size.split("x"))
+    vol = make_synthetic_volume(shape, seed=1)
+    offsets = default_affinity_offsets(len(shape))
+    t0 = time.perf_counter()
+    if args.checkpoint:
+        import torch
+
+        from neurons.train.inference import SlidingWindow, load_model, predict_region
+
+        model, _ = load_model(args.checkpoint, args.device)
+        torch.set_num_threads(args.threads or torch.get_num_threads())
+        sw = SlidingWindow(
+            window=tuple(int(v) for v in args.window.split("x")),
+            keys=None,
+            activation={"semantic": "softmax", "affinity": "sigmoid"},
+            device=args.device,
+        )
+        outputs = predict_region(model, vol["raw"], sw)
+        origin = f"predictions of {args.checkpoint}"
+    else:
+        outputs = _oracle_outputs(vol, offsets)
+        origin = "noisy oracle outputs of the synthetic labels (no model)"
+    n = int(np.prod(shape))
+    print(
+        f"decoders on {shape} = {n / 1e6:.2f} Mvoxel, {origin} ({time.perf_counter() - t0:.1f} s)"
+    )
+    print(f"affinity offsets {offsets}; defaults of each decoder (DECODERS[name].defaults)")
+    print()
+    print("| decoder | time (s) | voxels/s | x watershed | objects | ARAND vs labels |")
+    print("|---|---|---|---|---|---|")
+    base = None
+    for name in names:
+        missing = [k for k in DECODERS[name].needs if k not in outputs]
+        if missing:
+            print(f"| {name} | - | - | - | - | needs {missing} |")
+            continue
+        t0 = time.perf_counter()
+        seg = decode(outputs, name, offsets=offsets)
+        dt = time.perf_counter() - t0
+        base = base or dt
+        err = adapted_rand_error(vol["instance"], seg).error
+        print(
+            f"| {name} | {dt:.2f} | {n / dt / 1e3:.0f} k | {dt / base:.2f} | "
+            f"{int(seg.max())} | {err:.3f} |",
+            flush=True,
+        )
+    return 0
 
 
 def main(argv=None) -> int:
@@ -45,7 +135,18 @@ def main(argv=None) -> int:
     p.add_argument("--scheduler", default="threads")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument(
+        "--decoders",
+        nargs="*",
+        default=None,
+        metavar="NAME",
+        help="decoder-cost mode: time each registered decoder (all when no NAME is given) on "
+        "the same outputs of one volume (--decoder-size), next to the seeded watershed",
+    )
+    p.add_argument("--decoder-size", default="32x128x128", help="volume of the decoder-cost mode")
     args = p.parse_args(argv)
+    if args.decoders is not None:
+        return decoder_costs(args)
     import torch
 
     from neurons.data import make_synthetic_volume
