@@ -412,7 +412,7 @@ def build_datamodule_from_cfg(cfg: Mapping[str, Any], *, setup_stage: str | None
     if targets is not None:
         kwargs["item_transform"] = targets
     root = kwargs.get("root")
-    if name not in ("synthetic", "combine") and root is not None and not Path(root).exists():
+    if name not in ("synthetic", "combine", "volumes") and root is not None and not Path(root).exists():
         raise _missing(name, root, f"Folder {str(Path(root).resolve())!r} does not exist.")
     try:
         dm = build_datamodule(name, **kwargs)
@@ -420,7 +420,7 @@ def build_datamodule_from_cfg(cfg: Mapping[str, Any], *, setup_stage: str | None
             dm.setup(setup_stage)
     except MissingDataError as exc:
         msg = str(exc)
-        if "download" in msg:
+        if "download" in msg or name == "volumes":  # (your own files: nothing to download)
             raise DatasetFilesMissingError(f"data.name={name!r}: {msg}") from exc
         raise _missing(name, root, msg) from exc
     except TypeError as exc:
@@ -436,5 +436,9 @@ def build_datamodule_from_cfg(cfg: Mapping[str, Any], *, setup_stage: str | None
 
         if isinstance(exc, AugmentationError):  # e.g. a combination only setup() can check
             raise ConfigError(f"config key 'data.augment': {exc}") from exc
+        from neurons.data import DataError
+
+        if isinstance(exc, DataError):  # bad volumes / splits (e.g. data.name=volumes entries)
+            raise ConfigError(f"data.name={name!r}: {exc}") from exc
         raise
     return dm

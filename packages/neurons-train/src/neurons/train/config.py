@@ -43,9 +43,10 @@ CONFIG_NAMES = (
     "mitoem2",
     "combine",
     "isbi2012",
+    "volumes",
 )
 
-DATASETS = ("synthetic", "snemi3d", "cremi3d", "microns", "mitoem2", "isbi2012", "combine")
+DATASETS = ("synthetic", "snemi3d", "cremi3d", "microns", "mitoem2", "isbi2012", "volumes", "combine")
 MODES = ("automatic", "proofread")
 
 
