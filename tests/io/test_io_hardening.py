@@ -6,6 +6,7 @@ from __future__ import annotations
 import builtins
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -133,6 +134,29 @@ def test_hdf5_virtual_dataset_outside_folder_refused(tmp_path):
     with pytest.raises(PathError, match="virtual dataset reading .*outside"):
         read_volume(f"{path}:out")
     np.testing.assert_array_equal(read_volume(f"{path}:in"), np.arange(12).reshape(3, 4))
+
+
+def test_ome_tiff_referring_to_a_file_outside_is_refused(tmp_path):
+    tifffile.imwrite(tmp_path / "secret.ome.tif", np.full((1, 8, 8), 9, np.uint8), ome=True)
+    with tifffile.TiffFile(tmp_path / "secret.ome.tif") as tf:
+        uuid = re.search(r'UUID="(urn:uuid:[^"]+)"', tf.ome_metadata).group(1)
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    mine = "urn:uuid:11111111-1111-1111-1111-111111111111"
+    xml = (
+        f'<?xml version="1.0" encoding="UTF-8"?><OME xmlns="http://www.openmicroscopy.org/Schemas/'
+        f'OME/2016-06" UUID="{mine}"><Image ID="Image:0"><Pixels ID="Pixels:0" '
+        'DimensionOrder="XYCZT" Type="uint8" SizeX="8" SizeY="8" SizeC="1" SizeZ="2" SizeT="1">'
+        '<Channel ID="Channel:0:0" SamplesPerPixel="1"/>'
+        f'<TiffData IFD="0" FirstZ="0" PlaneCount="1"><UUID FileName="x.ome.tif">{mine}</UUID>'
+        '</TiffData><TiffData IFD="0" FirstZ="1" PlaneCount="1"><UUID '
+        f'FileName="../secret.ome.tif">{uuid}</UUID></TiffData></Pixels></Image></OME>'
+    )
+    tifffile.imwrite(sub / "x.ome.tif", np.zeros((8, 8), np.uint8), description=xml, metadata=None)
+    with tifffile.TiffFile(sub / "x.ome.tif") as tf:  # tifffile alone follows the reference
+        assert tf.series[0].asarray().max() == 9
+    with pytest.raises(PathError, match=r"x\.ome\.tif.*secret\.ome\.tif.*outside"):
+        read_volume(sub / "x.ome.tif")
 
 
 # -- item 4: atomic folder writes survive a crash between the renames ------------------------------

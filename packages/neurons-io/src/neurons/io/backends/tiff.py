@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 import tifffile
 
-from ..errors import CorruptFileError, InvalidVolumeError, VolumeError
+from ..errors import CorruptFileError, InvalidVolumeError, PathError, VolumeError
 from .base import (
     Blocks,
     Reader,
@@ -46,9 +47,34 @@ def open_tiff(path: Path) -> tifffile.TiffFile:
     """Open a TIFF, turning any parse failure into :class:`CorruptFileError`."""
     try:
         with quiet_logs("tifffile"):
-            return tifffile.TiffFile(path)
+            tf = tifffile.TiffFile(path, _multifile=False)
+            if tf.is_ome and _ome_files(path, tf):  # OME-TIFF spread over several files
+                tf.close()
+                tf = tifffile.TiffFile(path)
+            return tf
+    except PathError:
+        tf.close()
+        raise
     except (tifffile.TiffFileError, OSError, ValueError, IndexError, KeyError, struct_error()) as exc:
         raise CorruptFileError(f"{path}: not a readable TIFF ({type(exc).__name__}: {exc})") from exc
+
+
+def _ome_files(path: Path, tf: tifffile.TiffFile) -> list[str]:
+    """Other files an OME-TIFF's metadata points to; :class:`PathError` for any outside the
+    file's folder (never opened)."""
+    names = set(re.findall(r'FileName="([^"]*)"', tf.ome_metadata or ""))
+    folder = path.resolve().parent
+    others = []
+    for name in sorted(names):
+        target = (folder / name).resolve()
+        if not target.is_relative_to(folder):
+            raise PathError(
+                f"{path}: OME-TIFF metadata refers to {name!r}, outside the file's folder {folder}; "
+                "refused (only files next to the named one are read)"
+            )
+        if target != path.resolve():
+            others.append(name)
+    return others
 
 
 def struct_error():
