@@ -349,3 +349,46 @@ def test_cli_accepts_every_decoder_and_rejects_unknown_params(capsys):
               "--decoder-param", "bandwidth=1"])  # fmt: skip
     assert exc.value.code == 2
     assert "no parameter(s) ['bandwidth']" in capsys.readouterr().err
+
+
+def test_waterz_missing_is_a_decode_error(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "waterz", None)  # import waterz raises ImportError
+    aff = np.ones((2, 6, 6), np.float32)
+    with pytest.raises(DecodeError, match="needs the waterz package"):
+        decode({"affinity": aff}, "agglomeration", offsets=[(-1, 0), (0, -1)], semantic_mode="none")
+
+
+@pytest.mark.parametrize("params", [{"long_range_stride": (1, 2, 2)}, {"bias": 0.3}])
+def test_mutex_watershed_parameters_keep_the_oracle_exact(rng, params):
+    gt = _voronoi((6, 30, 32), 9, rng)
+    aff = _gt_affinities(gt, OFFSETS_3D)
+    pred = decode({"affinity": aff}, "mutex_watershed", params, offsets=OFFSETS_3D,
+                  semantic_mode="none")  # fmt: skip
+    assert _same_partition(gt, pred)
+
+
+def test_planewise_affinity_decoding_with_2d_offsets(rng):
+    """A 2-D model on a stack: (K, Z, Y, X) affinities with in-plane offsets, plane by plane;
+    ids unique across planes."""
+    gt = np.stack([_voronoi((30, 32), 6, rng) for _ in range(3)])
+    aff = np.stack([_gt_affinities(g, OFFSETS_2D) for g in gt], axis=1)
+    sem = np.stack([_semantic(g) for g in gt], axis=1)
+    cfg = DecodeConfig(method="agglomeration", offsets=OFFSETS_2D, planewise=True)
+    ins, _ = decode_instances({"semantic": sem, "affinity": aff}, cfg)
+    expected = np.where(gt > 0, gt + (np.arange(3, dtype=np.uint64) * 1000)[:, None, None], 0)
+    assert _same_partition(expected, ins)
+
+
+def test_dense_mode_fills_background_for_neurons(rng):
+    """semantic_mode="dense": neurons also take voxels the semantic head calls background;
+    the affinities still separate the cells."""
+    gt = _voronoi((40, 44), 8, rng)
+    sem = _semantic(gt)
+    sem[:, 10:14, :] = [[[1.0]], [[0.0]]]  # a band the semantic head misses
+    outputs = {"semantic": sem, "affinity": _gt_affinities(gt, OFFSETS_2D)}
+    dense = decode(outputs, "mutex_watershed", offsets=OFFSETS_2D, semantic_mode="dense")
+    assert _same_partition(gt, dense)
+    sparse = decode(outputs, "mutex_watershed", offsets=OFFSETS_2D)
+    assert (sparse[10:14] == 0).all() and (sparse[:10] > 0).all()
