@@ -324,3 +324,20 @@ def test_info_on_string_or_compound_dataset_is_one_line(cremi_like, capsys, key)
 def test_debug_flag_shows_the_exception(tmp_path):
     with pytest.raises(VolumeError):
         main(["--debug", "info", str(tmp_path / "missing.h5")])
+
+
+def test_info_lists_the_arrays_of_a_zarr_store(tmp_path, capsys):
+    pytest.importorskip("zarr")
+    store = tmp_path / "s.zarr"
+    ids = np.zeros((3, 4, 5), np.uint64)
+    ids[1:, :2] = 2**63 + 3
+    write_volume(f"{store}:raw", np.ones((3, 4, 5), np.uint8), voxel_size=(30, 6, 6))
+    write_volume(f"{store}:labels/ids", ids)
+    assert main(["info", str(store), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    arrays = {a["key"]: a for a in d["arrays"]}
+    assert d["format"] == "zarr" and set(arrays) == {"raw", "labels/ids"}
+    assert arrays["raw"]["voxel_size_nm"] == [30.0, 6.0, 6.0] and "distinct_values" not in arrays["raw"]
+    lab = arrays["labels/ids"]
+    assert lab["distinct_nonzero_ids"] == 1 and lab["object_voxels_max"] == int((ids > 0).sum())
+    assert lab["max"] == 2**63 + 3
