@@ -88,7 +88,7 @@ def test_nrrd_data_file_outside_folder_is_never_read(tmp_path, how):
     if how == "symlink":
         (folder / "link.raw").symlink_to(secret)
     path = _nrrd(folder / "x.nhdr", "3 4", 2, extra=f"data file: {name}\n".encode())
-    with pytest.raises(PathError, match=r"x\.nhdr.*outside the header's folder"):
+    with pytest.raises(PathError, match=r"x\.nhdr.*outside the file's folder"):
         read_volume(path)
 
 

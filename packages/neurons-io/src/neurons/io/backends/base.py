@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidVolumeError, UnsupportedDtypeError, VolumeWriteError
+from ..errors import InvalidVolumeError, PathError, UnsupportedDtypeError, VolumeWriteError
 from ..indexing import Box
 
 Blocks = Iterable[np.ndarray]
@@ -30,6 +30,22 @@ def quiet_logs(*names: str) -> Iterator[None]:
     finally:
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
+
+
+def sidecar(path: Path, name: str, what: str, *, allow_absolute: bool = True) -> Path:
+    """Resolve a file that ``path`` refers to (``what``, e.g. "NRRD 'data file: x.raw'").
+
+    Raises :class:`PathError` unless it lies inside ``path``'s folder (after following symbolic
+    links), so nothing outside the folder of a file the user named is ever opened.
+    """
+    folder = path.resolve().parent
+    target = (folder / name).resolve()
+    if (not allow_absolute and Path(name).is_absolute()) or not target.is_relative_to(folder):
+        raise PathError(
+            f"{path}: {what} points outside the file's folder {folder}; refused (only files next "
+            f"to {path.name} are read)"
+        )
+    return target
 
 
 class Reader:

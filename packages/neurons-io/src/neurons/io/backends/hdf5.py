@@ -7,7 +7,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..errors import CorruptFileError, KeyNotFoundError, PathError, VolumeError, VolumeWriteError
+from ..errors import CorruptFileError, KeyNotFoundError, VolumeError, VolumeWriteError
 from .base import (
     Blocks,
     Reader,
@@ -17,6 +17,7 @@ from .base import (
     native,
     rechunk,
     reject_compression,
+    sidecar,
     voxel_size_from,
 )
 
@@ -59,14 +60,8 @@ def _linked_key(f: h5py.File, path: Path, key: str) -> str | None:
     except (KeyError, ValueError, RuntimeError):
         return None
     if isinstance(link, h5py.ExternalLink):
-        folder = path.resolve().parent
-        target = (folder / link.filename).resolve()
-        where = f"{link.filename}:{link.path}"
-        if not target.is_relative_to(folder):
-            raise PathError(
-                f"{path}: key {key!r} is an external link to {where}, outside the file's folder "
-                f"{folder}; refused (only files next to {path.name} are read)"
-            )
+        target = sidecar(path, link.filename, f"key {key!r}, an external link to "
+                         f"{link.filename}:{link.path},")
         if not target.is_file():
             raise KeyNotFoundError(
                 f"{path}: key {key!r} is a dangling external link: its file {target} does not "
@@ -88,16 +83,10 @@ def _check_virtual_sources(ds: h5py.Dataset, path: Path, key: str) -> None:
     """A virtual dataset may map only files inside the file's folder (else :class:`PathError`)."""
     if not ds.is_virtual:
         return
-    folder = path.resolve().parent
     for src in ds.virtual_sources():
-        if src.file_name == ".":
-            continue
-        target = (folder / src.file_name).resolve()
-        if not target.is_relative_to(folder):
-            raise PathError(
-                f"{path}: key {key!r} is a virtual dataset reading {src.file_name}:{src.dset_name}, "
-                f"outside the file's folder {folder}; refused (only files next to {path.name} are read)"
-            )
+        if src.file_name != ".":
+            sidecar(path, src.file_name, f"key {key!r}, a virtual dataset reading "
+                    f"{src.file_name}:{src.dset_name},")
 
 
 def resolve_key(path: Path, key: str | None, keys: list[str]) -> str:

@@ -25,6 +25,7 @@ from .base import (
     check_volume_shape,
     native,
     reject_compression,
+    sidecar,
     single_array_key,
     storage_dtype,
     voxel_size_from,
@@ -131,13 +132,7 @@ def detached_data_file(header: dict, path: Path) -> Path | None:
             f"{path}: NRRD 'data file: {text}' (multi-file data) is not supported; expected one "
             "file name next to the header"
         )
-    folder = path.resolve().parent
-    target = (folder / text).resolve()
-    if os.path.isabs(text) or not target.is_relative_to(folder):
-        raise PathError(
-            f"{path}: NRRD 'data file: {text}' points outside the header's folder {folder}; "
-            "refused (only files next to the header are read)"
-        )
+    target = sidecar(path, text, f"NRRD 'data file: {text}'", allow_absolute=False)
     if not target.is_file():
         raise CorruptFileError(f"{path}: NRRD detached data file {target} does not exist")
     return target

@@ -26,6 +26,7 @@ from .base import (
     native,
     quiet_logs,
     reject_compression,
+    sidecar,
     single_array_key,
     voxel_size_from,
 )
@@ -63,15 +64,9 @@ def _ome_files(path: Path, tf: tifffile.TiffFile) -> list[str]:
     """Other files an OME-TIFF's metadata points to; :class:`PathError` for any outside the
     file's folder (never opened)."""
     names = set(re.findall(r'FileName="([^"]*)"', tf.ome_metadata or ""))
-    folder = path.resolve().parent
     others = []
     for name in sorted(names):
-        target = (folder / name).resolve()
-        if not target.is_relative_to(folder):
-            raise PathError(
-                f"{path}: OME-TIFF metadata refers to {name!r}, outside the file's folder {folder}; "
-                "refused (only files next to the named one are read)"
-            )
+        target = sidecar(path, name, f"OME-TIFF metadata entry FileName={name!r}")
         if target != path.resolve():
             others.append(name)
     return others
