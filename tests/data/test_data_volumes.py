@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
+import torch
 from skimage.measure import label as sk_label
 
 import neurons.data as nd
@@ -171,6 +174,10 @@ def test_explicit_z_ranges_and_boxes_never_overlap(zyx_volume):
     )
     dm.setup("fit")
     assert isinstance(dm.train_regions[1], nd.BoxRegion) and dm.train_regions[1].shape == (10, 32, 40)
+    clone = pickle.loads(pickle.dumps(dm.train_set))  # what DataLoader workers get
+    for i in (0, 5):
+        assert torch.equal(clone[i]["image"], dm.train_set[i]["image"])
+        assert torch.equal(clone[i]["instance"], dm.train_set[i]["instance"])
     for batch in dm.train_dataloader():
         for img in batch["image"][:, 0]:
             z, y = _where(img)

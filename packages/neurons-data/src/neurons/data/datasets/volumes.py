@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import MissingDataError, ShapeMismatchError
 from ..labels import MITOCHONDRION, NEURON, UNIFIED_CLASSES
-from ..volume import ArraySource, LabeledVolume
+from ..volume import ArraySource, LabeledVolume, identity_labels
 from .base import EMDataset
 from .volume_labels import LabelRule
 from .volume_sources import VolumeSpecError, file_voxel_size, open_source
@@ -256,7 +256,7 @@ def build_volume(spec: VolumeSpec) -> LabeledVolume:
                 "instance": ArraySource(instance, description=f"{spec.labels} ({spec.label_kind})"),
                 "semantic": ArraySource(semantic, description=f"{spec.labels} (unified classes)"),
             }
-    converter = _identity if "instance" in labels else rule
+    converter = identity_labels if "instance" in labels else rule
     return LabeledVolume(
         name=f"{spec.dataset}/{spec.name}",
         dataset=spec.dataset,
@@ -267,10 +267,6 @@ def build_volume(spec: VolumeSpec) -> LabeledVolume:
         voxel_size=spec.voxel_size or file_vs or (1.0, 1.0, 1.0),
         intensity_range=spec.intensity_range,
     )
-
-
-def _identity(instance: np.ndarray, semantic: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return instance, semantic
 
 
 class VolumesDataset(EMDataset):
