@@ -341,3 +341,13 @@ def test_info_lists_the_arrays_of_a_zarr_store(tmp_path, capsys):
     lab = arrays["labels/ids"]
     assert lab["distinct_nonzero_ids"] == 1 and lab["object_voxels_max"] == int((ids > 0).sum())
     assert lab["max"] == 2**63 + 3
+
+
+def test_convert_never_replaces_a_folder_holding_the_source(tmp_path, capsys):
+    stack = tmp_path / "stack"
+    data = np.arange(3 * 4 * 5, dtype=np.uint8).reshape(3, 4, 5)
+    write_volume(stack, data)  # a TIFF slice folder
+    first = sorted(stack.iterdir())[0]
+    assert main(["convert", str(first), str(stack)]) == 2
+    assert "contains the source" in capsys.readouterr().err
+    np.testing.assert_array_equal(read_volume(stack), data)  # every slice still there

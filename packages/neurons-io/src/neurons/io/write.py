@@ -269,6 +269,13 @@ def convert_volume(
     """
     dst_path, dst_key = split_key(dst, dst_key)
     with open_volume(src, key) as vol:
+        if dst_path.exists() and vol.path.resolve().is_relative_to(dst_path.resolve()) and (
+            dst_path.resolve() != vol.path.resolve()
+        ):
+            raise VolumeError(
+                f"{dst}: destination folder contains the source {vol.path}; replacing it would "
+                "delete the source. Choose another destination"
+            )
         if dst_path.resolve() == vol.path.resolve():
             same = dst_key is None or vol.key is None or dst_key == vol.key
             if same or destination_format(dst_path, format) not in ("hdf5", "zarr"):
