@@ -160,9 +160,12 @@ def _add_objects(
     """Give the voxels of ``mask`` class ``cls`` and their own instance ids (after the others)."""
     if not mask.any():
         return instance
-    _, inverse = np.unique(np.asarray(objects)[mask], return_inverse=True)
+    uniq, inverse = np.unique(np.asarray(objects)[mask], return_inverse=True)
     top = int(instance.max()) if instance.size else 0
-    instance[mask] = (np.asarray(inverse, dtype=np.int64) + (top + 1)).astype(instance.dtype)
+    if top + uniq.size >= int(np.iinfo(instance.dtype).max):  # no room above: renumber first
+        instance, top = renumber_instances(instance)
+    new = np.asarray(inverse, dtype=instance.dtype).reshape(-1) + instance.dtype.type(top + 1)
+    instance[mask] = new
     semantic[mask] = cls
     return instance
 

@@ -268,7 +268,7 @@ def build_loss_from_cfg(
     ``affinity_offsets`` (the model's ``affinity_offsets``) supervise the affinity head; they
     are set by ``model.affinity_offsets``, so a different ``loss.affinity_offsets`` is an error.
     """
-    from neurons.losses import VistaLoss
+    from neurons.losses import LossError, VistaLoss
 
     kwargs = dict(cfg.get("loss") or {})
     for key, value in list(kwargs.items()):
@@ -292,6 +292,8 @@ def build_loss_from_cfg(
     try:
         return VistaLoss(**kwargs)
     except TypeError as exc:
+        raise ConfigError(f"config section 'loss': {exc}") from exc
+    except LossError as exc:  # a value the loss rejects (e.g. loss.instance=centroids)
         raise ConfigError(f"config section 'loss': {exc}") from exc
 
 
