@@ -151,3 +151,8 @@ def test_train_rejects_before_creating_the_run_folder(tmp_path, capsys, override
     assert code == 2
     assert match in err and err.count("\n") == 1 and "weights_only" not in err
     assert not out.exists()  # no .hydra/ folder, no log file for a rejected run
+
+
+def test_infer_debug_flag_shows_the_exception(tmp_path, raw_file):
+    with pytest.raises(OutputConflictError):
+        infer_main([str(tmp_path / "m.ckpt"), f"{raw_file}:raw", f"{raw_file}:raw", "--debug"])

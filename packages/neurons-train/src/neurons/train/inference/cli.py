@@ -166,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gt-key", default=None, help="array key inside GT")
     p.add_argument("--no-previews", action="store_true", help="do not write PNG previews")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--debug", action="store_true", help="show the Python traceback of errors")
     return p
 
 
@@ -246,7 +247,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 progress=callback,
             )
     except (InferenceError, VolumeError, TrainError) as exc:
-        print(f"neurons-infer: error: {exc}", file=sys.stderr)
+        if args.debug:
+            raise
+        message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        print(f"neurons-infer: error: {message}", file=sys.stderr)
         return 2
     res = run.result
     if run.decoder_choice is not None:
