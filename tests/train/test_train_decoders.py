@@ -392,3 +392,20 @@ def test_dense_mode_fills_background_for_neurons(rng):
     assert _same_partition(gt, dense)
     sparse = decode(outputs, "mutex_watershed", offsets=OFFSETS_2D)
     assert (sparse[10:14] == 0).all() and (sparse[:10] > 0).all()
+
+
+@pytest.mark.parametrize("decoder", AFFINITY_DECODERS)
+def test_real_isbi_labels_round_trip(isbi2012_dir, decoder):
+    """Real neurite shapes (thin, branching, one-pixel-wide membranes): three ISBI 2012
+    sections' ground truth -> affinities -> the same cells, 3-D offsets across sections."""
+    from PIL import Image
+
+    sections = [np.asarray(Image.open(isbi2012_dir / "label" / f"{z:02d}.png")) for z in (0, 1, 2)]
+    interior = np.stack(sections)[:, :160, :160] > 127
+    gt = label(interior, background=0, connectivity=1).astype(np.uint64)
+    gt = np.where(gt > 0, gt + BIG, np.uint64(0))
+    outputs = {"affinity": _gt_affinities(gt, OFFSETS_3D), "semantic": _semantic(gt)}
+    pred = decode(outputs, decoder, offsets=OFFSETS_3D)
+    arand, voi = _scores(gt, pred)
+    assert arand < 1e-3 and voi < 1e-3
+    assert _same_partition(gt, pred)
