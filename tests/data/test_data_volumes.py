@@ -306,3 +306,27 @@ def test_test_split_lists_volumes_by_name(files):
     assert names == ["volumes/mito", "volumes/sem_raw"]
     with pytest.raises(VolumeSpecError, match=r"test\[0\] = 'x'"):
         nd.VolumesDataModule(volumes=specs[:1], test=["x"])
+
+
+def test_semantic_rims_join_the_nearest_mitochondrion():
+    from neurons.data.datasets.volume_labels import LabelRule
+
+    lab = np.zeros((3, 12, 20), np.uint8)
+    lab[:, 2:9, 2:9] = 2      # rim of mito A
+    lab[:, 3:8, 3:8] = 1      # interior of A
+    lab[:, 2:9, 9:16] = 2     # rim of mito B, touching A's rim
+    lab[:, 3:8, 10:15] = 1
+    lab[1, 10, 0:5] = 7       # a value outside the class map: background
+    rule = LabelRule("semantic", class_map=((1, 3), (2, 4)))
+    inst, sem = rule(lab)
+    assert rule.annotated == (0, 3, 4)
+    np.testing.assert_array_equal(sem, np.array([0, 3, 4] + [0] * 5, np.uint8)[lab])
+    a, b = inst[1, 5, 5], inst[1, 5, 12]
+    assert a != b and a > 0 and b > 0
+    # brute force: every rim voxel takes the id of the closest interior voxel
+    interior = np.argwhere(lab == 1)
+    for p in np.argwhere(lab == 2):
+        d = ((interior - p) ** 2).sum(1)
+        closest = {int(inst[tuple(q)]) for q in interior[d == d.min()]}
+        assert int(inst[tuple(p)]) in closest
+    assert set(np.unique(inst)) == {0, a, b}
