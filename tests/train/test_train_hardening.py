@@ -156,3 +156,20 @@ def test_train_rejects_before_creating_the_run_folder(tmp_path, capsys, override
 def test_infer_debug_flag_shows_the_exception(tmp_path, raw_file):
     with pytest.raises(OutputConflictError):
         infer_main([str(tmp_path / "m.ckpt"), f"{raw_file}:raw", f"{raw_file}:raw", "--debug"])
+
+
+def test_checkpoint_save_cleans_temporaries_of_killed_runs(tmp_path):
+    import subprocess
+    import sys
+
+    from neurons.io.atomic import _HOST
+    from neurons.train import AtomicCheckpointIO
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    path = tmp_path / "last.ckpt"
+    stale = tmp_path / f".last.ckpt.{_HOST}-{proc.pid}-0123456789ab.tmp"
+    stale.write_bytes(b"\0" * 1000)  # a 1 GiB write killed half-way, in miniature
+    AtomicCheckpointIO().save_checkpoint({"global_step": 3}, path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+    assert read_checkpoint(path)["global_step"] == 3

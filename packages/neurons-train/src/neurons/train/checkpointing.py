@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import numpy as np
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from neurons.io.atomic import recover, sibling
 from neurons.train.errors import CheckpointError
 
 __all__ = [
@@ -31,7 +31,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     A process killed at any moment (SIGKILL included) leaves either the previous complete
     file or the new complete file, never a truncated one. Temporary files start with a dot,
-    so Lightning's ``last*.ckpt`` search never picks one up.
+    so Lightning's ``last*.ckpt`` search never picks one up; those of killed runs are deleted by
+    the next save of the same checkpoint (see :func:`neurons.io.atomic.recover`).
     """
 
     def save_checkpoint(
@@ -41,7 +42,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError("AtomicCheckpointIO does not take storage_options")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        recover(path)  # deletes temporaries left by killed runs (dead writer, same host)
+        tmp = sibling(path, "tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             with os.fdopen(fd, "wb") as fh:
                 torch.save(checkpoint, fh)
