@@ -6,6 +6,17 @@ conventions) and edge-case values.
 """
 
 from .ap import MITOEM_AREA_RANGES, MITOEM_IOU_THRESHOLDS, APResult, average_precision
+from .conventions import (
+    CONVENTIONS,
+    CREMI_BORDER_NM,
+    ISBIScores,
+    apply_convention,
+    apply_cremi_border_mask,
+    cremi_border_mask,
+    isbi2012_scores,
+    snemi3d_crop,
+    thin_boundaries,
+)
 from .emi import expected_mutual_information
 from .errors import InputError, MetricsError, ShapeMismatchError, TableMergeError, TEDError
 from .instance import MatchResult, PQResult, match_instances, panoptic_quality
@@ -60,6 +71,15 @@ __all__ = [
     "TEDResult",
     "split_merge_edits",
     "tolerant_edit_distance",
+    "CONVENTIONS",
+    "CREMI_BORDER_NM",
+    "ISBIScores",
+    "apply_convention",
+    "apply_cremi_border_mask",
+    "cremi_border_mask",
+    "isbi2012_scores",
+    "snemi3d_crop",
+    "thin_boundaries",
     "Report",
     "evaluate",
     "evaluate_batch",

@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from .conventions import CONVENTIONS, CREMI_BORDER_NM
 from .errors import MetricsError
 from .report import METRICS, evaluate
 
@@ -38,7 +39,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--ignore-pred", type=int, nargs="*", default=[], help="ignored pred ids")
     p.add_argument("--iou-threshold", type=float, default=0.5)
-    p.add_argument("--ted-tolerance", type=float, default=10.0, help="TED tolerance (voxels)")
+    p.add_argument(
+        "--ted-tolerance", type=float, default=10.0,
+        help="TED tolerance (units of --voxel-size; voxels without it)",
+    )  # fmt: skip
+    p.add_argument(
+        "--convention", choices=CONVENTIONS, default="default",
+        help="leaderboard convention: snemi3d (centred crop), isbi2012 (thinned V_rand/V_info), "
+        "cremi (gt border mask; see --voxel-size, --border-threshold)",
+    )  # fmt: skip
+    p.add_argument(
+        "--voxel-size", type=float, nargs="+", default=None, metavar="NM",
+        help="voxel size (z y x) in nm for --convention cremi (default 40 4 4) and TED",
+    )  # fmt: skip
+    p.add_argument(
+        "--border-threshold", type=float, default=CREMI_BORDER_NM,
+        help=f"CREMI border distance in nm (default {CREMI_BORDER_NM:g})",
+    )  # fmt: skip
     p.add_argument("--json", default=None, metavar="OUT", help="also write the report as JSON")
     p.add_argument("--block-size", type=int, default=None, help="voxels per block (default 4Mi)")
     p.add_argument("--threads", type=int, default=None, help="worker threads")
@@ -67,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 gt, pred, args.metrics, ignore_gt=args.ignore_gt, ignore_pred=args.ignore_pred,
                 iou_threshold=args.iou_threshold, ted_tolerance=args.ted_tolerance,
                 block_size=args.block_size, n_threads=args.threads, progress=show,
+                convention=args.convention, border_threshold=args.border_threshold,
+                voxel_size=tuple(args.voxel_size) if args.voxel_size else None,
             )  # fmt: skip
         report.meta.update(gt=str(args.gt), pred=str(args.pred), seconds=time.perf_counter() - t0)
         print(report.to_markdown())

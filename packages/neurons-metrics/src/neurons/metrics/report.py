@@ -14,6 +14,7 @@ import numpy as np
 
 from ._common import Labels
 from .ap import average_precision
+from .conventions import CREMI_BORDER_NM, apply_convention, isbi2012_scores
 from .errors import InputError
 from .instance import match_instances, panoptic_quality
 from .partition import (
@@ -51,14 +52,14 @@ DEFAULT_METRICS = (
     "edits",
 )
 
-CONVENTIONS = {
+NAMING_CONVENTIONS = {
     "voi_split": "H(pred|gt), bits, over-segmentation",
     "voi_merge": "H(gt|pred), bits, under-segmentation",
     "arand_cremi": "SNEMI3D/CREMI official adapted Rand error (pred-0 term)",
     "arand_pairs": "funlib/waterz/elf pair counting (self-pairs)",
     "cremi_score": "sqrt(arand_cremi * voi_total)",
     "ari/ami/nmi": "scikit-learn definitions (arithmetic normalisation), exact EMI",
-    "ap": "MitoEM mAP_3Dvolume convention, 101 recall points",
+    "ap": "MitoEM vol3d_eval exactly (argsort tie rule, official thresholds), 101 recall points",
 }
 
 
@@ -190,6 +191,8 @@ def evaluate(
     n_threads: int | None = None,
     progress: bool | None = None,
     table: ContingencyTable | None = None,
+    convention: str | None = None,
+    border_threshold: float = CREMI_BORDER_NM,
 ) -> Report:
     """Evaluate a segmentation against ground truth with many metrics from one table.
 
@@ -218,7 +221,17 @@ def evaluate(
     block_size, n_threads, progress
         Passed to :func:`contingency_table`.
     table : ContingencyTable, optional
-        Precomputed table of ``(gt, pred)`` (skips the volume pass).
+        Precomputed table of ``(gt, pred)`` (skips the volume pass; only without a
+        ``convention``).
+    convention : {"default", "snemi3d", "isbi2012", "cremi"}, optional
+        Leaderboard convention applied before scoring (see the package README):
+        ``"snemi3d"`` scores the centred crop :func:`snemi3d_crop`; ``"cremi"`` ignores gt
+        voxels within ``border_threshold`` (world units of ``voxel_size``, default CREMI's
+        (40, 4, 4) nm) of a label change in the same section, and gt 0; ``"isbi2012"`` scores
+        the thinned section-wise regions and adds ``v_rand``/``v_info`` (+ ``_split``/
+        ``_merge``). ``report.meta["convention"]`` says which one (crop, mask) was used.
+    border_threshold : float
+        CREMI border distance (default 25 nm).
 
     Returns
     -------
@@ -234,6 +247,18 @@ def evaluate(
     1.0
     """
     groups = _groups(metrics)
+    conv_meta: dict[str, Any] = {"name": "default"}
+    if convention not in (None, "default"):
+        if table is not None:
+            raise InputError(
+                f"convention={convention!r} transforms the volumes; pass gt and pred, not a table"
+            )
+        gt, pred, conv_meta = apply_convention(
+            convention, gt, pred, voxel_size=voxel_size, border_threshold=border_threshold
+        )
+        if conv_meta["name"] == "cremi":
+            given = np.atleast_1d(ignore_gt if ignore_gt is not None else [])
+            ignore_gt = tuple(sorted({0, *(int(x) for x in given)}))
     if table is None:
         table = contingency_table(
             gt, pred, block_size=block_size, n_threads=n_threads, progress=progress
@@ -245,6 +270,8 @@ def evaluate(
         "n_gt_labels": t.n_gt,
         "n_pred_labels": t.n_pred,
     }
+    if conv_meta["name"] == "isbi2012":
+        out.update(isbi2012_scores(None, None, table=table)._asdict())
     kw = {"ignore_gt": (), "ignore_pred": ()}  # t is already masked
     inst_groups = {"matching", "ap", "pq", "edits"}
     ti = _gt_as_background(table, ignore_gt) if inst_groups & set(groups) else table
@@ -311,7 +338,8 @@ def evaluate(
             int(x) for x in np.atleast_1d(ignore_pred if ignore_pred is not None else [])
         ],
         "iou_threshold": iou_threshold,
-        "conventions": CONVENTIONS,
+        "convention": conv_meta,
+        "conventions": NAMING_CONVENTIONS,
     }
     return Report(out, meta)
 
