@@ -141,12 +141,12 @@ def cut_region_edges(
     offsets: Offsets,
     regions: np.ndarray | None,
     value: float = 0.0,
-    dtype: np.dtype | type = np.float32,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Affinities with every pair that crosses regions or touches region 0 set to ``value``.
 
-    Returns ``affinities`` itself when ``regions`` is None, else a copy of ``dtype``. One
-    vectorised operation per offset.
+    Returns ``affinities`` itself when ``regions`` is None, else a float32 copy, or ``out``
+    (which may be ``affinities`` itself: in place). One vectorised operation per offset.
 
     Examples
     --------
@@ -156,7 +156,10 @@ def cut_region_edges(
     """
     if regions is None:
         return affinities
-    out = np.array(affinities, dtype=dtype, copy=True)
+    if out is None:
+        out = np.array(affinities, dtype=np.float32, copy=True)
+    elif out is not affinities:
+        out[...] = affinities
     for k, off in enumerate(offsets):
         src, dst = pair_slices(off, regions.shape)
         a, b = regions[src], regions[dst]

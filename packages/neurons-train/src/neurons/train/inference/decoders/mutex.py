@@ -89,7 +89,7 @@ def mutex_watershed(
     2
     """
     mws = _mwatershed()
-    aff = np.asarray(affinities, dtype=np.float32)
+    aff = np.asarray(affinities)
     ndim = aff.ndim - 1
     if aff.shape[0] != len(offsets):
         raise DecodeError(
@@ -97,17 +97,20 @@ def mutex_watershed(
         )
     lr_bias = bias if long_range_bias is None else long_range_bias
     nn = np.array([sum(abs(v) for v in off) == 1 for off in offsets])
-    weights = aff.astype(np.float64) - np.where(nn, bias, lr_bias).reshape(-1, *[1] * ndim)
-    if not long_range_attractive and (~nn).any():
-        weights[~nn] = np.minimum(weights[~nn], 0.0)
-    if regions is not None:
-        # -2 is stronger than any weight in [-1, 1]: these mutexes are applied first
-        weights = cut_region_edges(weights, offsets, regions, value=-2.0, dtype=np.float64)
     # offsets as long as an axis pair nothing (and mwatershed cannot slice them): drop them
     fits = [all(abs(o) < n for o, n in zip(off, aff.shape[1:], strict=True)) for off in offsets]
     if not all(fits):
-        weights, nn = weights[fits], nn[fits]
+        aff, nn = aff[fits], nn[fits]
         offsets = tuple(off for off, f in zip(offsets, fits, strict=True) if f)
+    # mwatershed takes float64 only: one copy, then everything in place (memory K x N x 8 B)
+    weights = np.array(aff, dtype=np.float64, order="C")
+    for k in range(len(offsets)):
+        weights[k] -= bias if nn[k] else lr_bias
+        if not (nn[k] or long_range_attractive):
+            np.minimum(weights[k], 0.0, out=weights[k])
+    if regions is not None:
+        # -2 is stronger than any weight in [-1, 1]: these mutexes are applied first
+        cut_region_edges(weights, offsets, regions, value=-2.0, out=weights)
     stride = _stride(long_range_stride, ndim)
     strides = [(1,) * ndim if n else stride for n in nn]
     kw: dict[str, Any] = {}
@@ -115,7 +118,7 @@ def mutex_watershed(
         kw.update(strides=[list(s) for s in strides], randomized_strides=bool(randomized_strides))
     if seeds is not None:
         kw["seeds"] = np.ascontiguousarray(seeds, dtype=np.uint64)
-    labels = mws.agglom(np.ascontiguousarray(weights), [list(o) for o in offsets], **kw)
+    labels = mws.agglom(weights, [list(o) for o in offsets], **kw)
     labels = np.array(labels, dtype=np.uint64)
     if regions is not None:
         labels[regions == 0] = 0
