@@ -178,7 +178,10 @@ def test_cli_conventions(tmp_path, make_pair, capsys):
     np.save(tmp_path / "pred.npy", pred)
     args = [str(tmp_path / "gt.npy"), str(tmp_path / "pred.npy"), "--metrics", "voi", "-q"]
     out = tmp_path / "r.json"
-    assert main([*args, "--convention", "cremi", "--voxel-size", "40", "4", "4", "--json", str(out)]) == 0
+    assert (
+        main([*args, "--convention", "cremi", "--voxel-size", "40", "4", "4", "--json", str(out)])
+        == 0
+    )
     data = json.loads(out.read_text())
     assert data["meta"]["convention"]["name"] == "cremi"
     ref = evaluate(apply_cremi_border_mask(gt, (40, 4, 4)), pred, "voi")

@@ -214,7 +214,8 @@ def cremi_score(
 
     The official score uses the ``"cremi"`` ARAND convention (default); elf's ``cremi_score``
     corresponds to ``convention="pairs"``. The CREMI border mask (a gt preprocessing step) is
-    not applied here.
+    not applied here: use :func:`neurons.metrics.apply_cremi_border_mask` or
+    ``evaluate(..., convention="cremi")``.
 
     Examples
     --------
