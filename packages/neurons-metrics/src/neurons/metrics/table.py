@@ -181,7 +181,7 @@ class ContingencyTable:
     (3, 2)
     """
 
-    __slots__ = ("gt_ids", "pred_ids", "counts")
+    __slots__ = ("gt_ids", "pred_ids", "counts", "_pred_sizes")
 
     def __init__(
         self,
@@ -214,6 +214,7 @@ class ContingencyTable:
         self.gt_ids = gt_ids
         self.pred_ids = pred_ids
         self.counts = counts
+        self._pred_sizes: tuple[np.ndarray, np.ndarray] | None = None  # computed once
 
     # ---- construction
     @classmethod
@@ -309,10 +310,13 @@ class ContingencyTable:
         """``(ids, voxel counts)`` of every predicted label (column marginals), ids sorted."""
         if not len(self):
             return self.pred_ids[:0], np.zeros(0, _I64)
-        order = np.argsort(self.pred_ids, kind="stable")
-        p = self.pred_ids[order]
-        starts = np.flatnonzero(_first_of_runs(p))
-        return p[starts], np.add.reduceat(self.counts[order], starts)
+        if self._pred_sizes is None:  # the entries never change after construction
+            order = np.argsort(self.pred_ids, kind="stable")
+            p = self.pred_ids[order]
+            starts = np.flatnonzero(_first_of_runs(p))
+            self._pred_sizes = (p[starts], np.add.reduceat(self.counts[order], starts))
+        ids, sizes = self._pred_sizes
+        return ids.copy(), sizes.copy()
 
     def row_index(self) -> np.ndarray:
         """For each entry, the index of its gt label in ``gt_sizes()[0]``."""
