@@ -258,6 +258,20 @@ def build_model_from_cfg(cfg: Mapping[str, Any]) -> Any:
         raise ConfigError(f"config section 'model' = {dict(cfg['model'])}: {exc}") from exc
 
 
+def _cfg_affinity_offsets(cfg: Mapping[str, Any]) -> list[tuple[int, ...]] | None:
+    """Affinity offsets of the model ``cfg`` describes (None when the config has no model)."""
+    model, data = cfg.get("model") or {}, cfg.get("data") or {}
+    offs = model.get("affinity_offsets") if hasattr(model, "get") else None
+    if offs is not None:
+        return [tuple(int(v) for v in o) for o in offs]
+    patch = data.get("patch_size") if hasattr(data, "get") else None
+    if not patch or len(patch) not in (2, 3):
+        return None
+    from neurons.models import default_affinity_offsets
+
+    return default_affinity_offsets(len(patch))
+
+
 def build_loss_from_cfg(
     cfg: Mapping[str, Any], affinity_offsets: Any = None
 ) -> Any:
@@ -267,6 +281,8 @@ def build_loss_from_cfg(
     take, or a value whose type disagrees with the keyword's default, raises ``ConfigError``.
     ``affinity_offsets`` (the model's ``affinity_offsets``) supervise the affinity head; they
     are set by ``model.affinity_offsets``, so a different ``loss.affinity_offsets`` is an error.
+    Not given: the offsets of the model ``cfg`` describes (``model.affinity_offsets``, null =
+    :func:`neurons.models.default_affinity_offsets` of the patch's dimensionality).
     """
     from neurons.losses import LossError, VistaLoss
 
@@ -280,6 +296,8 @@ def build_loss_from_cfg(
     _check_keys(VistaLoss.__init__, kwargs, "loss")
     _check_types(VistaLoss.__init__, kwargs, "loss")
     _loss_geometry(cfg, kwargs)
+    if affinity_offsets is None:
+        affinity_offsets = _cfg_affinity_offsets(cfg)
     if affinity_offsets is not None:
         model_offs = [tuple(int(v) for v in o) for o in affinity_offsets]
         given = kwargs.get("affinity_offsets")
