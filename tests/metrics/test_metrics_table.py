@@ -134,3 +134,21 @@ def test_progress_callback(pair):
     seen = []
     contingency_table(gt, pred, block_size=200, progress=lambda d, t: seen.append((d, t)))
     assert seen[-1][0] == seen[-1][1] == len(seen)
+
+
+@pytest.mark.parametrize("k", [3, 40, 3000])
+def test_dense_and_sorted_reduction_agree_with_numpy(k, monkeypatch):
+    import neurons.metrics.table as tm
+
+    rng = np.random.default_rng(k)
+    g = rng.integers(0, k, (5, 21, 30)).astype(np.uint64) * np.uint64(2**61 - 1)
+    p = rng.integers(0, 3 * k, (5, 21, 30)).astype(np.int64) - k  # negative ids too
+    key = np.stack([g.ravel().view(np.int64), p.ravel()])
+    u, c = np.unique(key, axis=1, return_counts=True)
+    order = np.lexsort((u[1], u[0].view(np.uint64)))  # entries sorted by (gt, pred)
+    ref_g, ref_p, ref_c = u[0][order].view(np.uint64), u[1][order], c[order]
+    dense = contingency_table(g, p, block_size=333)
+    monkeypatch.setattr(tm, "_DENSE_CELLS", 0)  # force the key-sort path
+    for t in (dense, contingency_table(g, p, block_size=333)):
+        assert np.array_equal(t.gt_ids, ref_g) and np.array_equal(t.pred_ids, ref_p)
+        assert np.array_equal(t.counts, ref_c)

@@ -8,8 +8,10 @@ volumes, files larger than memory and dask arrays are scored block by block.
 Algorithm per block (a z-slab of at most ``block_size`` voxels): label volumes are piecewise
 constant along rows, so consecutive equal ``(gt, pred)`` voxels of the flattened block are
 run-length encoded first (a few % of the voxel count remain). The runs' ids are factorised
-(``np.sort`` + ``np.searchsorted`` on the run ids, not on voxels) and each run becomes one
-64-bit key ``pair index << bits | run length``; one ``np.sort`` of these keys groups equal
+(``np.sort`` + ``np.searchsorted`` on the run ids, not on voxels). When the grid of factorised
+(gt, pred) indices is small (the usual case within a block: a few hundred x a few thousand),
+one weighted ``np.bincount`` over it sums the run lengths; otherwise each run becomes one
+64-bit key ``pair index << bits | run length``, one ``np.sort`` of these keys groups equal
 pairs and ``np.add.reduceat`` sums their lengths. Blocks are processed by a small thread pool
 (numpy releases the GIL), and block tables are merged by concatenation and re-reduction.
 """
