@@ -3,13 +3,18 @@
 
 Runs ``--steps`` training steps (after ``--warmup`` untimed ones) with validation, logging and
 checkpointing off, and prints one line per measured setting. Data loading, forward, loss,
-backward and the optimizer step are all inside the timed interval.
+backward and the optimizer step are all inside the timed interval. Each line also gives the
+share of that time the training process spent computing training targets (geometry / skeleton
+targets, instance weights; in the loss or, with ``data.num_workers=0``, in the data pipeline):
+with workers, the pipeline's targets run beside the training step.
 
 Examples
 --------
     python scripts/bench_train.py                          # synthetic default, CPU
     python scripts/bench_train.py --steps 50 --modes automatic
     python scripts/bench_train.py --accelerator gpu --override data.batch_size=8
+    python scripts/bench_train.py --config snemi3d --modes automatic \
+        --override data.root=data/snemi3d --override model.preset=tiny
 """
 
 from __future__ import annotations
@@ -23,10 +28,73 @@ import time
 os.environ.setdefault("WANDB_MODE", "disabled")
 
 
+class TargetTimer:
+    """Wall time spent computing training targets in this process (loss and data pipeline).
+
+    Wraps the target functions of :mod:`neurons.losses.targets` (geometry / skeleton targets),
+    the instance-loss voxel weights and :class:`neurons.train.builders.GeometryTargets` (the
+    data-pipeline step; in DataLoader workers when ``data.num_workers > 0``, so not in this
+    process). Nested calls are counted once.
+    """
+
+    def __init__(self) -> None:
+        self.loss_s = 0.0
+        self.pipeline_s = 0.0
+        self._depth = 0
+        self._patched: list[tuple[object, str, object]] = []
+
+    def _wrap(self, owner: object, name: str, bucket: str) -> None:
+        fn = getattr(owner, name)
+
+        def timed(*args, **kwargs):
+            if self._depth:
+                return fn(*args, **kwargs)
+            self._depth += 1
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self._depth -= 1
+                setattr(self, bucket, getattr(self, bucket) + time.perf_counter() - t0)
+
+        self._patched.append((owner, name, fn))
+        setattr(owner, name, timed)
+
+    def __enter__(self) -> TargetTimer:
+        from neurons.losses import targets, vista
+        from neurons.train import builders
+
+        self._wrap(builders.GeometryTargets, "__call__", "pipeline_s")
+        for name in ("geometry_targets", "skeleton_targets"):
+            self._wrap(targets, name, "loss_s")
+        self._wrap(vista, "instance_weights", "loss_s")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for owner, name, fn in reversed(self._patched):
+            setattr(owner, name, fn)
+
+    @property
+    def total_s(self) -> float:
+        return self.loss_s + self.pipeline_s
+
+
 def measure(config: str, overrides: list[str], steps: int, warmup: int) -> dict:
+    import lightning.pytorch as pl
     import torch
 
     from neurons.train import ThroughputMeter, compose_config, run_training
+
+    timer = TargetTimer()
+    marks: dict[str, float] = {}
+
+    class TargetShare(pl.Callback):
+        """Target time during the timed steps only (after the meter's warmup)."""
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+            if batch_idx + 1 == warmup:
+                marks["start"] = timer.total_s
+            marks["end"] = timer.total_s
 
     with tempfile.TemporaryDirectory() as out:
         cfg = compose_config(
@@ -46,8 +114,10 @@ def measure(config: str, overrides: list[str], steps: int, warmup: int) -> dict:
         )
         meter = ThroughputMeter(warmup=warmup)
         t0 = time.perf_counter()
-        result = run_training(cfg, extra_callbacks=[meter])
+        with timer:
+            result = run_training(cfg, extra_callbacks=[meter, TargetShare()])
         wall = time.perf_counter() - t0
+    targets_s = marks.get("end", 0.0) - marks.get("start", 0.0)
     return {
         "config": config,
         "overrides": overrides,
@@ -61,6 +131,9 @@ def measure(config: str, overrides: list[str], steps: int, warmup: int) -> dict:
         "steps_per_s": meter.steps_per_s,
         "samples_per_s": meter.samples_per_s,
         "wall_s": wall,
+        "workers": cfg.data.num_workers,
+        "targets_share": targets_s / meter.seconds if meter.seconds else float("nan"),
+        "targets_s_per_step": targets_s / meter.steps if meter.steps else float("nan"),
     }
 
 
@@ -118,7 +191,9 @@ def main() -> None:
                 f"patch={r['patch']} batch={r['batch']} threads={r['threads']} "
                 f"device={r['device']}: {r['steps_per_s']:.2f} steps/s, "
                 f"{r['samples_per_s']:.2f} samples/s "
-                f"({r['steps']} timed steps, run {r['wall_s']:.1f} s)",
+                f"({r['steps']} timed steps, run {r['wall_s']:.1f} s); targets "
+                f"{100 * r['targets_share']:.0f}% of the step time in the training process "
+                f"({r['targets_s_per_step']:.2f} s/step, {r['workers']} data workers)",
                 flush=True,
             )
 

@@ -118,3 +118,64 @@ def test_vista_loss_mixed_batch_per_sample():
     assert torch.count_nonzero(sem.grad[0, 3:5]) == 0  # mito classes on the SNEMI sample
     assert torch.count_nonzero(sem.grad[1, 1:3]) == 0  # neuron / cleft on the MitoEM2 sample
     assert sem.grad[0, 1].abs().sum() > 0 and sem.grad[1, 3].abs().sum() > 0
+
+
+# ------------------------------------------------------------------------------------------------
+# cheap geometry targets (issue 11): separable nearest-skeleton search vs the exact one
+# ------------------------------------------------------------------------------------------------
+def _dist(labels, near):
+    from neurons.losses import targets as T
+
+    s = labels.dim() - 1
+    grid = T._coords(labels.shape[1:], labels.device).T.reshape(1, s, *labels.shape[1:])
+    return torch.linalg.vector_norm(near - grid, dim=1)
+
+
+@pytest.mark.parametrize("sampling", [None, (3.0, 1.0, 1.0)])
+def test_separable_nearest_equals_exact_on_boxes(sampling):
+    from neurons.losses import targets as T
+
+    g = torch.Generator().manual_seed(5)
+    lab = torch.zeros(2, 10, 20, 20, dtype=torch.long)
+    for b in range(2):
+        for k in range(1, 6):  # random boxes (box-shaped instances: staircase paths stay inside)
+            z0, y0, x0 = (int(v) for v in torch.randint(0, 6, (3,), generator=g))
+            dz, dy, dx = (int(v) for v in torch.randint(3, 12, (3,), generator=g))
+            lab[b, z0:z0 + dz, y0 + 2 * k:y0 + 2 * k + dy, x0:x0 + dx] = k
+    sk = T.skeletonize(lab)
+    ex = T.nearest_skeleton(lab, sk, sampling)
+    sep = T.nearest_skeleton(lab, sk, sampling, method="separable")
+    fg = lab > 0
+    sp = torch.tensor(sampling or (1.0, 1.0, 1.0)).reshape(1, 3, 1, 1, 1)
+    d_ex = torch.linalg.vector_norm((ex - _grid(lab)) * sp, dim=1)
+    d_sep = torch.linalg.vector_norm((sep - _grid(lab)) * sp, dim=1)
+    torch.testing.assert_close(d_sep[fg], d_ex[fg])
+    # every found seed is a skeleton voxel of the voxel's own instance
+    idx = sep.permute(0, 2, 3, 4, 1)[fg].long()
+    bidx = torch.nonzero(fg)[:, 0]
+    assert torch.equal(lab[bidx, idx[:, 0], idx[:, 1], idx[:, 2]], lab[fg])
+    assert sk[bidx, idx[:, 0], idx[:, 1], idx[:, 2]].all()
+
+
+def _grid(labels):
+    from neurons.losses import targets as T
+
+    s = labels.dim() - 1
+    return T._coords(labels.shape[1:], labels.device).T.reshape(1, s, *labels.shape[1:])
+
+
+def test_separable_nearest_mostly_exact_on_em_like_labels():
+    from neurons.data.synthetic import make_synthetic_volume
+    from neurons.losses import targets as T
+
+    v = make_synthetic_volume((12, 48, 48), seed=3)
+    lab = torch.from_numpy(v["instance"].astype("int64"))[None]
+    sk = T.skeletonize(lab)
+    fg = lab > 0
+    d_ex = _dist(lab, T.nearest_skeleton(lab, sk))[fg]
+    d_sep = _dist(lab, T.nearest_skeleton(lab, sk, method="separable"))[fg]
+    same = (d_sep - d_ex).abs() < 1e-4
+    assert float(same.float().mean()) > 0.97
+    # never closer than the true nearest (seeds are own-instance skeleton voxels), or the voxel
+    # itself when none is reachable through the instance
+    assert bool(((d_sep >= d_ex - 1e-4) | (d_sep == 0)).all())

@@ -490,8 +490,13 @@ def _nearest_pass(
     run_id = torch.cumsum(start, 1)
     pos = torch.arange(n, device=dev)
     run_start = torch.cummax(torch.where(start, pos, 0), dim=1).values
+    finite = torch.isfinite(fl)
+    if bool(((fl == 0) | ~finite).all()):  # seeds only (first pass): nearest seed left / right
+        return _seed_pass(fl, sl, lines, run_start, pos, spacing, lab, src, axis)
     longest = int((pos - run_start).max()) if lines.numel() else 0
     r = max(0, min(n - 1, longest))
+    if bool(finite.any()):  # the optimum y has (x - y)^2 h^2 <= f(x): bound the window by it
+        r = min(r, int(math.sqrt(float(fl[finite].max())) / spacing) + 1)
     w = 2 * r + 1
     d2 = torch.arange(-r, r + 1, device=dev, dtype=fl.dtype).pow(2) * (spacing * spacing)
     fpad = F.pad(fl, (r, r), value=_INF)
@@ -511,6 +516,32 @@ def _nearest_pass(
     f_new = out_f.reshape(shape).movedim(-1, axis)
     s_new = out_s.reshape(src.shape[0], *shape).movedim(-1, axis + 1)
     return f_new, s_new
+
+
+def _seed_pass(
+    fl: Tensor, sl: Tensor, lines: Tensor, run_start: Tensor, pos: Tensor, spacing: float,
+    lab: Tensor, src: Tensor, axis: int,
+) -> tuple[Tensor, Tensor]:
+    """First pass (``f`` is 0 on seeds, inf elsewhere): the nearest seed in the same run on
+    either side, by running max / min of seed positions (no window)."""
+    n = lines.shape[1]
+    seed = fl == 0
+    end = torch.ones_like(seed)
+    end[:, :-1] = lines[:, :-1] != lines[:, 1:]
+    run_end = torch.cummin(torch.where(end, pos, n - 1).flip(1), dim=1).values.flip(1)
+    left = torch.cummax(torch.where(seed, pos, -1), dim=1).values
+    right = torch.cummin(torch.where(seed, pos, n).flip(1), dim=1).values.flip(1)
+    left_ok = left >= run_start
+    right_ok = right <= run_end
+    dl = torch.where(left_ok, (pos - left).to(fl.dtype), _INF)
+    dr = torch.where(right_ok, (right - pos).to(fl.dtype), _INF)
+    use_right = dr < dl
+    y = torch.where(use_right, right, left).clamp(0, n - 1)
+    f_new = torch.minimum(dl, dr).pow(2) * (spacing * spacing)
+    s_new = sl.gather(2, y.unsqueeze(0).expand(sl.shape[0], -1, -1))
+    shape = lab.movedim(axis, -1).shape
+    return (f_new.reshape(shape).movedim(-1, axis),
+            s_new.reshape(src.shape[0], *shape).movedim(-1, axis + 1))
 
 
 def _separable_nearest(labels: Tensor, sk: Tensor, sp: Sequence[float], chunk: int) -> Tensor:
