@@ -8,9 +8,10 @@ volumes, files larger than memory and dask arrays are scored block by block.
 Algorithm per block (a z-slab of at most ``block_size`` voxels): label volumes are piecewise
 constant along rows, so consecutive equal ``(gt, pred)`` voxels of the flattened block are
 run-length encoded first (a few % of the voxel count remain). The runs' ids are factorised
-(``np.sort`` + ``np.searchsorted`` on the run ids, not on voxels). When the grid of factorised
-(gt, pred) indices is small (the usual case within a block: a few hundred x a few thousand),
-one weighted ``np.bincount`` over it sums the run lengths; otherwise each run becomes one
+(hash-based ``np.unique`` when NumPy has it, else ``np.sort``; then ``np.searchsorted``; on
+the run ids, not on voxels). When the grid of factorised (gt, pred) indices has at most 4 Mi
+cells (the usual case within a block: ~2k x ~3k ids), one weighted ``np.bincount`` over it
+sums the run lengths (32 MiB per worker); otherwise each run becomes one
 64-bit key ``pair index << bits | run length``, one ``np.sort`` of these keys groups equal
 pairs and ``np.add.reduceat`` sums their lengths. Blocks are processed by a small thread pool
 (numpy releases the GIL), and block tables are merged by concatenation and re-reduction.
@@ -102,10 +103,29 @@ def _factorize(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sorted unique values of ``v`` and the index of each element in them."""
     st = np.flatnonzero(_first_of_runs(v))  # consecutive duplicates are common in runs
     vv = v[st]
-    s = np.sort(vv)
-    u = s[_first_of_runs(s)]
+    u = _sorted_unique(vv)
     idx = np.searchsorted(u, vv)
     return u, np.repeat(idx, np.diff(st, append=v.size))
+
+
+def _sorted_unique(x: np.ndarray) -> np.ndarray:
+    """Sorted distinct values: hash-based ``np.unique(sorted=False)`` (NumPy >= 2.3) and a sort
+    of the few distinct values, else one sort of everything."""
+    if _HASH_UNIQUE:
+        return np.sort(np.unique(x, sorted=False))
+    s = np.sort(x)
+    return s[_first_of_runs(s)]
+
+
+def _has_hash_unique() -> bool:
+    try:
+        np.unique(np.zeros(2, np.int64), sorted=False)
+    except TypeError:
+        return False
+    return True
+
+
+_HASH_UNIQUE = _has_hash_unique()
 
 
 def _reduce_pairs(
@@ -118,7 +138,7 @@ def _reduce_pairs(
     pu, pi = _factorize(p)
     npu = len(pu)
     n_cells = len(gu) * npu
-    if n_cells <= min(_DENSE_CELLS, max(1 << 16, 4 * g.size)) and int(c.sum()) < 1 << 53:
+    if n_cells <= min(_DENSE_CELLS, (1 << 16) + 16 * g.size) and int(c.sum()) < 1 << 53:
         # few distinct ids in this batch: count on the dense grid of *factorised* ids (one
         # bincount instead of a sort; float64 weights are exact below 2**53)
         cells = np.bincount(gi.astype(np.intp) * npu + pi, weights=c, minlength=n_cells)
