@@ -283,6 +283,37 @@ def _fmt(params) -> str:
     return ", ".join(f"{k}={v}" for k, v in params.items())
 
 
+def infer_defaults_column(
+    ckpt, raw_test, gt_test, samples, offsets, budget, time_limit, out_dir: Path, device: str
+) -> tuple[dict[str, float], dict]:
+    """The "neurons-infer defaults" column: what a user gets from the CLI with no decoder flags.
+
+    Decoding is calibrated exactly as training does it (every registered decoder, the semantic
+    mode ``neurons-infer`` uses), but on the tuning sections 0-19 (the run's own validation split
+    is the test set here); the result is stored next to a *copy* of the checkpoint, then
+    ``neurons-infer`` runs on sections 20-29 without decoder flags and its output is scored.
+    """
+    import shutil
+
+    from neurons.io import read_volume, write_volume
+    from neurons.train.calibration import search_decoders, write_sidecar
+    from neurons.train.inference.cli import main as infer_main
+
+    work = out_dir / "infer_defaults"
+    work.mkdir(parents=True, exist_ok=True)
+    ck = work / "model.ckpt"  # never write next to a checkpoint the user named
+    shutil.copyfile(ckpt, ck)
+    cal = search_decoders(samples, budget=budget, time_limit=time_limit, offsets=offsets)
+    write_sidecar(ck, cal)
+    print(f"neurons-infer defaults: calibrated on sections 0-19: {cal.summary()}")
+    write_volume(f"{work / 'test.h5'}:raw", raw_test)
+    argv = [str(ck), f"{work / 'test.h5'}:raw", str(work / "seg.h5"), "--quiet", "--no-previews"]
+    if infer_main([*argv, "--device", device]) != 0:
+        raise SystemExit("neurons-infer failed on the test sections")
+    seg = read_volume(f"{work / 'seg.h5'}:segmentation").astype(np.int64)
+    return score_sections(gt_test, seg), {"decoder": cal.decoder, **cal.params}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -392,6 +423,12 @@ def main(argv=None) -> int:
         spent = time.perf_counter() - t0
         print(f"{name}: tuned + tested in {spent:.0f} s (train CREMI {train_score:.4f})")
         rows.append((label, s, f"semantic_mode={mode}, {_fmt(params)}"))
+    t0 = time.perf_counter()
+    s, params = infer_defaults_column(
+        ckpt, raw[test_sl], gt[test_sl], samples, offsets, budget, time_limit, out_dir, args.device
+    )
+    print(f"neurons-infer defaults: calibrated + run in {time.perf_counter() - t0:.0f} s")
+    rows.append(("neurons-infer defaults (no decoder flags, calibrated on 0-19)", s, _fmt(params)))
 
     print()
     busy = (
