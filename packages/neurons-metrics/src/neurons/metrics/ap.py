@@ -6,8 +6,9 @@ The procedure (COCO ``accumulate`` applied to 3-D instances), reproduced step by
    count) as float64 and ranked by ``np.argsort(-score)`` with NumPy's default sort kind, as
    ``seg_iou3d_sorted`` does. Predictions with equal scores therefore keep the order NumPy's
    (unstable, deterministic) introsort gives them on that score vector: this *is* the tie rule
-   of the leaderboard, and it is not "ascending id". Ids only enter through their rank, so
-   uint64 ids need no renumbering.
+   of the leaderboard, and it is not "ascending id". (NumPy's sort is SIMD-dispatched, so the
+   order of ties is that of the NumPy build and CPU family running it, for the official code
+   as for this one.) Ids only enter through their rank, so uint64 ids need no renumbering.
 2. **Best match.** Each prediction's best gt is the argmax IoU (full object sizes) among the gt
    it overlaps, ties to the smallest gt id; in a size tier the argmax runs over in-range gt only,
    and a prediction with no in-range overlap falls back to its overall best gt.
