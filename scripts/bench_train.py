@@ -79,6 +79,16 @@ class TargetTimer:
         return self.loss_s + self.pipeline_s
 
 
+def pipeline_cost(datamodule, n: int = 3) -> float:
+    """Seconds per training item the data pipeline spends on targets (timed here, n items)."""
+    ds = datamodule.train_set
+    timer = TargetTimer()
+    with timer:
+        for i in range(n):
+            ds[10_000 + i]
+    return timer.pipeline_s / n
+
+
 def measure(config: str, overrides: list[str], steps: int, warmup: int) -> dict:
     import lightning.pytorch as pl
     import torch
@@ -118,6 +128,7 @@ def measure(config: str, overrides: list[str], steps: int, warmup: int) -> dict:
             result = run_training(cfg, extra_callbacks=[meter, TargetShare()])
         wall = time.perf_counter() - t0
     targets_s = marks.get("end", 0.0) - marks.get("start", 0.0)
+    per_sample = pipeline_cost(result.datamodule)
     return {
         "config": config,
         "overrides": overrides,
@@ -132,6 +143,7 @@ def measure(config: str, overrides: list[str], steps: int, warmup: int) -> dict:
         "samples_per_s": meter.samples_per_s,
         "wall_s": wall,
         "workers": cfg.data.num_workers,
+        "pipeline_s_per_sample": per_sample,
         "targets_share": targets_s / meter.seconds if meter.seconds else float("nan"),
         "targets_s_per_step": targets_s / meter.steps if meter.steps else float("nan"),
     }
@@ -193,7 +205,8 @@ def main() -> None:
                 f"{r['samples_per_s']:.2f} samples/s "
                 f"({r['steps']} timed steps, run {r['wall_s']:.1f} s); targets "
                 f"{100 * r['targets_share']:.0f}% of the step time in the training process "
-                f"({r['targets_s_per_step']:.2f} s/step, {r['workers']} data workers)",
+                f"({r['targets_s_per_step']:.2f} s/step, {r['workers']} data workers; the "
+                f"pipeline's targets cost {r['pipeline_s_per_sample']:.2f} s/sample)",
                 flush=True,
             )
 

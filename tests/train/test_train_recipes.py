@@ -423,3 +423,26 @@ def test_geometry_targets_come_from_the_data_pipeline():
     # the loss used the batch's targets: corrupting them changes the direction term
     bad = dict(batch, direction=-batch["direction"])
     assert float(loss(out, bad)["loss_geom/dir"]) != pytest.approx(float(with_pre["loss_geom/dir"]))
+
+
+def test_instance_weights_come_from_the_data_pipeline():
+    from neurons.losses.vista import instance_weights
+    from neurons.train.builders import GeometryTargets
+
+    cfg = compose_config("synthetic", ["data.patch_size=[6,16,16]"])
+    gt = GeometryTargets.from_cfg(cfg)  # synthetic: geometry off, vista weights 10 / 10
+    assert gt is not None and gt.weights == (10.0, 10.0) and not gt.direction
+    lab = torch.zeros(6, 16, 16, dtype=torch.long)
+    lab[:, 2:9, 2:12] = 1
+    lab[:, 10:15, 3:14] = 2
+    item = gt({"instance": lab})
+    ref = instance_weights(lab[None], 10.0, 10.0).reshape(lab.shape)
+    torch.testing.assert_close(item["instance_weights"], ref)
+    loss = build_loss_from_cfg(cfg)
+    emb = torch.randn(1, 16, 6, 16, 16)
+    tg = {"semantic": (lab > 0).long()[None], "instance": lab[None]}
+    a = loss._instance_terms(emb, tg)["loss"]
+    b = loss._instance_terms(emb, dict(tg, instance_weights=item["instance_weights"][None]))
+    torch.testing.assert_close(a, b["loss"])
+    flat = loss._instance_terms(emb, dict(tg, instance_weights=torch.ones(1, 6, 16, 16)))
+    assert float(flat["loss"]) != pytest.approx(float(a))  # the supplied weights are used

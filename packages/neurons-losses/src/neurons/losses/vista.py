@@ -256,9 +256,14 @@ class InstanceLoss(nn.Module):
         self.ignore_index = int(ignore_index)
 
     def forward(
-        self, embedding: Tensor, labels: Tensor, semantic: Tensor | None = None
+        self,
+        embedding: Tensor,
+        labels: Tensor,
+        semantic: Tensor | None = None,
+        weights: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        """``embedding (B, E, *sp)``, ``labels (B, *sp)`` ids, optional ``semantic (B, *sp)``."""
+        """``embedding (B, E, *sp)``, ``labels (B, *sp)`` ids, optional ``semantic (B, *sp)``;
+        ``weights (B, *sp)``: precomputed :func:`instance_weights` (e.g. by the data pipeline)."""
         _check_pred(embedding, "instance embedding")
         spatial = tuple(embedding.shape[2:])
         labels = check_labels(labels, "instance", spatial, embedding.shape[0])
@@ -269,8 +274,11 @@ class InstanceLoss(nn.Module):
         with full_precision(embedding.device):
             emb = as_float(embedding)
             seg = segment_instances(labels, classes)
-            w = instance_weights(labels, self.weight_edge, self.weight_bone,
-                                 seg if classes is None else None)
+            if weights is not None:
+                w = weights.reshape(-1)
+            else:
+                w = instance_weights(labels, self.weight_edge, self.weight_bone,
+                                     seg if classes is None else None)
             terms = discriminative_terms(
                 emb, seg, delta_v=self.delta_v, delta_d=self.delta_d,
                 weights=None if w is None else w.to(emb.dtype),
@@ -553,7 +561,7 @@ class VistaLoss(nn.Module):
     def _instance_terms(self, embedding: Tensor, tg: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """The selected instance loss; one segment per instance id (whatever its classes)."""
         if self.instance_kind == "vista":
-            return self.instance(embedding, tg["instance"])
+            return self.instance(embedding, tg["instance"], weights=tg.get("instance_weights"))
         if self.instance_kind == "centroid":
             pre = {k: tg[k] for k in ("direction", "structure") if tg.get(k) is not None}
             return self.instance(embedding, tg["instance"], tg.get("image"), pre or None)

@@ -148,7 +148,8 @@ class GeometryTargets:
     """Adds the per-voxel targets the configured loss needs to a data item (in the workers).
 
     ``direction`` ``(S, *sp)`` / ``structure`` ``(S*S, *sp)`` (geometry head, centroid
-    projection heads) and ``nearest`` / ``edt_norm`` / ``edt_grad`` (skeleton loss), from the
+    projection heads), ``nearest`` / ``edt_norm`` / ``edt_grad`` (skeleton loss) and
+    ``instance_weights`` ``(*sp)`` (boundary / centre-line weights of the vista loss), from the
     item's (augmented) ``instance`` map with :mod:`neurons.losses.targets`.  Computed once per
     item in the DataLoader workers instead of once per step in the training process; picklable.
 
@@ -161,6 +162,8 @@ class GeometryTargets:
         Voxel size (array order) of the distances.
     sigma : float
         Structure-tensor smoothing.
+    weights : (float, float), optional
+        ``(weight_edge, weight_bone)`` of the instance-loss voxel weights to add.
     """
 
     def __init__(
@@ -171,8 +174,10 @@ class GeometryTargets:
         dir_target: str = "centroid",
         sampling: Any = None,
         sigma: float = 5.0,
+        weights: tuple[float, float] | None = None,
     ) -> None:
         self.direction, self.structure, self.skeleton = direction, structure, skeleton
+        self.weights = None if weights is None else (float(weights[0]), float(weights[1]))
         self.dir_target = dir_target
         self.sampling = None if sampling is None else tuple(float(v) for v in sampling)
         self.sigma = float(sigma)
@@ -188,12 +193,19 @@ class GeometryTargets:
         direction = (geometry or heads) and w_dir > 0
         structure = (geometry or heads) and w_cov > 0
         skeleton = kind == "skeleton"
-        if not (direction or structure or skeleton):
+        edge, bone = float(lo.get("weight_edge", 10.0)), float(lo.get("weight_bone", 10.0))
+        weights = (
+            (edge, bone)
+            if kind == "vista" and float(lo.get("weight_instance", 1.0)) > 0
+            and (edge != 1 or bone != 1) else None
+        )
+        if not (direction or structure or skeleton or weights):
             return None
         spatial = len(c["data"]["patch_size"])
         vs = lo.get("sampling") or dataset_voxel_size(c)
         return cls(direction, structure, skeleton, str(lo.get("dir_target", "centroid")),
-                   None if vs is None else list(vs)[-spatial:], float(lo.get("sigma", 5.0)))
+                   None if vs is None else list(vs)[-spatial:], float(lo.get("sigma", 5.0)),
+                   weights)
 
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
         import torch
@@ -212,6 +224,12 @@ class GeometryTargets:
                 t = T.skeleton_targets(labels)
                 for key in ("nearest", "edt_norm", "edt_grad"):
                     item[key] = t[key][0]
+            if self.weights is not None:
+                from neurons.losses.vista import instance_weights
+
+                w = instance_weights(labels, *self.weights)
+                if w is not None:
+                    item["instance_weights"] = w.reshape(labels.shape[1:])
         return item
 
 

@@ -28,7 +28,8 @@ __all__ = ["METRIC_KEYS", "Vista2DModule", "Vista3DModule", "VistaModule", "Warm
 METRIC_KEYS = ("ari", "ami", "voi_split", "voi_merge", "voi", "arand", "dice", "iou", "sem_acc")
 IGNORE_INDEX = 255
 #: per-voxel targets a batch may carry precomputed (see neurons.train.builders.GeometryTargets)
-PRECOMPUTED_TARGETS = ("direction", "structure", "skeleton", "nearest", "edt_norm", "edt_grad")
+PRECOMPUTED_TARGETS = ("direction", "structure", "skeleton", "nearest", "edt_norm", "edt_grad",
+                       "instance_weights")
 #: validation mean-shift bandwidth (voxels) of skeleton votes (loss.instance=skeleton)
 SKELETON_BANDWIDTH = 2.0
 
