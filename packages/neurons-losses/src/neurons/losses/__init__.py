@@ -9,7 +9,15 @@ from . import targets
 from ._core import LossConfigError, LossError, LossInputError, LossInputWarning, segment_instances
 from .affinity import AffinityLoss, affinity_targets
 from .embedding import CentroidEmbeddingLoss, SkeletonEmbeddingLoss
-from .vista import GeometryLoss, InstanceLoss, SemanticLoss, Vista2DLoss, Vista3DLoss, VistaLoss
+from .vista import (
+    GeometryLoss,
+    InstanceLoss,
+    SemanticLoss,
+    Vista2DLoss,
+    Vista3DLoss,
+    VistaLoss,
+    partial_label_mask,
+)
 
 __version__ = "0.1.0"
 
@@ -21,6 +29,7 @@ __all__ = [
     "DiscriminativeLoss",
     "SkeletonEmbeddingLoss",
     "SemanticLoss",
+    "partial_label_mask",
     "InstanceLoss",
     "GeometryLoss",
     "VistaLoss",

@@ -14,9 +14,11 @@ Public API (see the package README for one example each):
 """
 
 from neurons.train.builders import (
+    GeometryTargets,
     build_datamodule_from_cfg,
     build_loss_from_cfg,
     build_model_from_cfg,
+    dataset_voxel_size,
 )
 from neurons.train.callbacks import ImageLogger, ThroughputMeter
 from neurons.train.checkpointing import AtomicCheckpointIO, load_checkpoint
@@ -57,6 +59,8 @@ __all__ = [
     "__version__",
     "build_datamodule_from_cfg",
     "build_loss_from_cfg",
+    "GeometryTargets",
+    "dataset_voxel_size",
     "build_model_from_cfg",
     "build_trainer",
     "compose_config",
