@@ -179,3 +179,36 @@ def test_separable_nearest_mostly_exact_on_em_like_labels():
     # never closer than the true nearest (seeds are own-instance skeleton voxels), or the voxel
     # itself when none is reachable through the instance
     assert bool(((d_sep >= d_ex - 1e-4) | (d_sep == 0)).all())
+
+
+# ------------------------------------------------------------------------------------------------
+# one embedding segment per instance id (issue 11, item 3)
+# ------------------------------------------------------------------------------------------------
+def test_instance_grouping_follows_the_id_not_the_class():
+    """A mitochondrion's rim (class 4) and interior (class 3) share an id: one segment."""
+    sem = torch.zeros(1, 12, 12, dtype=torch.long)
+    ids = torch.zeros(1, 12, 12, dtype=torch.long)
+    sem[0, 1:9, 1:9], ids[0, 1:9, 1:9] = 4, 1  # rim ...
+    sem[0, 3:7, 3:7] = 3  # ... and interior, same id 1
+    sem[0, 9:12, 9:12], ids[0, 9:12, 9:12] = 1, 2  # a neuron
+    emb = torch.zeros(1, 2, 12, 12)
+    emb[0, 0][sem[0] == 4] = 2.0  # rim and interior embedded 2 apart
+    emb[0, 0][sem[0] == 3] = 0.0
+    emb[0, 1][ids[0] == 2] = 5.0
+    loss = VistaLoss(weight_edge=1.0, weight_bone=1.0, delta_v=0.5, delta_d=1.5,
+                     instance_per_class=True)  # the old flag no longer splits by class
+    out = loss({"semantic": torch.randn(1, 5, 12, 12), "instance": emb},
+               {"semantic": sem, "instance": ids})
+    # brute-force reference, segments = ids
+    pulls, means = [], []
+    for k in (1, 2):
+        m = ids[0] == k
+        e = emb[0][:, m]
+        mu = e.mean(1, keepdim=True)
+        means.append(mu[:, 0])
+        pulls.append(torch.relu((e - mu).norm(dim=0) - 0.5).pow(2).mean())
+    ref_pull = torch.stack(pulls).mean()
+    assert float(ref_pull) > 0.1  # a split by class would make both halves tight (pull 0)
+    torch.testing.assert_close(out["loss_ins/pull"], ref_pull)
+    d = (means[0] - means[1]).norm()
+    torch.testing.assert_close(out["loss_ins/push"], torch.relu(2 * 1.5 - d).pow(2))
