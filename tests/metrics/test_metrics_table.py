@@ -138,7 +138,7 @@ def test_progress_callback(pair):
 
 @pytest.mark.parametrize("k", [3, 40, 3000])
 def test_fast_and_fallback_reductions_agree_with_numpy(k, monkeypatch):
-    import neurons.metrics.table as tm
+    import neurons.metrics._reduce as tm
 
     rng = np.random.default_rng(k)
     g = rng.integers(0, k, (5, 21, 30)).astype(np.uint64) * np.uint64(2**61 - 1)

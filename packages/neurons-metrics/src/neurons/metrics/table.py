@@ -28,18 +28,13 @@ from typing import Any
 
 import numpy as np
 
+from ._reduce import _I64, _U64, _first_of_runs, _reduce_pairs
 from .errors import InputError, ShapeMismatchError, TableMergeError
 
 __all__ = ["ContingencyTable", "contingency_table", "DEFAULT_BLOCK_SIZE"]
 
 #: Default number of voxels per block (4 Mi voxels: ~32 MiB per uint64 input block).
 DEFAULT_BLOCK_SIZE = 1 << 22
-
-#: largest dense grid of factorised (gt, pred) ids counted with one bincount (32 MiB of float64)
-_DENSE_CELLS = 1 << 22
-
-_U64 = np.dtype(np.uint64)
-_I64 = np.dtype(np.int64)
 
 
 # --------------------------------------------------------------------------- id dtypes
@@ -90,88 +85,7 @@ def _as_ids(values: Iterable[int] | int | None, dtype: np.dtype) -> np.ndarray:
     return np.array(out, dtype=dtype)
 
 
-# --------------------------------------------------------------------------- reduction
-def _first_of_runs(x: np.ndarray) -> np.ndarray:
-    m = np.empty(x.size, bool)
-    if x.size:
-        m[0] = True
-        np.not_equal(x[1:], x[:-1], out=m[1:])
-    return m
-
-
-def _factorize(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted unique values of ``v`` and the index of each element in them."""
-    st = np.flatnonzero(_first_of_runs(v))  # consecutive duplicates are common in runs
-    vv = v[st]
-    u = _sorted_unique(vv)
-    idx = np.searchsorted(u, vv)
-    return u, np.repeat(idx, np.diff(st, append=v.size))
-
-
-def _sorted_unique(x: np.ndarray) -> np.ndarray:
-    """Sorted distinct values: hash-based ``np.unique(sorted=False)`` (NumPy >= 2.3) and a sort
-    of the few distinct values, else one sort of everything."""
-    if _HASH_UNIQUE:
-        return np.sort(np.unique(x, sorted=False))
-    s = np.sort(x)
-    return s[_first_of_runs(s)]
-
-
-def _has_hash_unique() -> bool:
-    try:
-        np.unique(np.zeros(2, np.int64), sorted=False)
-    except TypeError:
-        return False
-    return True
-
-
-_HASH_UNIQUE = _has_hash_unique()
-
-
-def _reduce_pairs(
-    g: np.ndarray, p: np.ndarray, c: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Unique (g, p) pairs sorted lexicographically with their summed counts ``c``."""
-    if g.size == 0:
-        return g[:0], p[:0], np.zeros(0, _I64)
-    gu, gi = _factorize(g)
-    pu, pi = _factorize(p)
-    npu = len(pu)
-    n_cells = len(gu) * npu
-    if n_cells <= min(_DENSE_CELLS, (1 << 16) + 16 * g.size) and int(c.sum()) < 1 << 53:
-        # few distinct ids in this batch: count on the dense grid of *factorised* ids (one
-        # bincount instead of a sort; float64 weights are exact below 2**53)
-        cells = np.bincount(gi.astype(np.intp) * npu + pi, weights=c, minlength=n_cells)
-        nz = np.flatnonzero(cells)
-        q, r = np.divmod(nz, npu)
-        return gu[q], pu[r], cells[nz].astype(_I64)
-    pair_bits = max(1, int(n_cells - 1).bit_length())
-    cmax = int(c.max())
-    len_bits = max(1, cmax.bit_length())
-    if pair_bits + len_bits <= 64 and cmax >= 0:
-        key = gi.astype(_U64)
-        key *= np.uint64(npu)
-        key += pi.astype(_U64)
-        key <<= np.uint64(len_bits)
-        key |= c.astype(_U64)
-        key.sort()
-        pair = key >> np.uint64(len_bits)
-        starts = np.flatnonzero(_first_of_runs(pair))
-        key &= np.uint64((1 << len_bits) - 1)
-        counts = np.add.reduceat(key.view(_I64), starts)
-        pair = pair[starts]
-        q, r = np.divmod(pair, np.uint64(npu))
-        return gu[q.astype(np.intp)], pu[r.astype(np.intp)], counts
-    # general path (huge counts or id sets): indirect sort on the factorised pair index
-    key = gi.astype(_I64) * npu + pi
-    order = np.argsort(key, kind="stable")
-    key = key[order]
-    starts = np.flatnonzero(_first_of_runs(key))
-    counts = np.add.reduceat(c.astype(_I64)[order], starts)
-    key = key[starts]
-    return gu[key // npu], pu[key % npu], counts
-
-
+# --------------------------------------------------------------------------- blocks
 def _block_table(g: np.ndarray, p: np.ndarray) -> ContingencyTable:
     """Table of one in-memory block (run-length encoding, then pair reduction)."""
     g = np.ascontiguousarray(g).reshape(-1)
