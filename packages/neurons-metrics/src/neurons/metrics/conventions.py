@@ -331,6 +331,8 @@ def apply_convention(
     meta: dict[str, Any] = {"name": conv}
     if conv == "default":
         return gt, pred, meta
+    gt = gt if hasattr(gt, "shape") else np.asarray(gt)
+    pred = pred if hasattr(pred, "shape") else np.asarray(pred)
     gshape, pshape = tuple(gt.shape), tuple(pred.shape)
     if gshape != pshape:
         raise InputError(f"convention {conv!r}: gt shape {gshape} and pred shape {pshape} differ")
