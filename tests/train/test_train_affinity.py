@@ -126,3 +126,28 @@ def test_sliding_window_returns_affinity_probabilities(tiny):
         x = torch.from_numpy(vol[None, None].astype(np.float32) / 255.0)
         direct = torch.sigmoid(module.model(x)["affinity"])[0].numpy()
     np.testing.assert_allclose(one, direct, atol=1e-5)
+
+
+def test_checkpoint_from_before_the_affinity_head_still_loads(tiny, tmp_path):
+    from neurons.train import load_checkpoint
+
+    cfg = compose_config("synthetic", tiny())
+    module = VistaModule(cfg)
+    state = {
+        f"model.{k}": v for k, v in module.model.state_dict().items() if ".affinity." not in k
+    }
+    path = tmp_path / "old.ckpt"
+    torch.save({"hyper_parameters": {"cfg": module.cfg}, "state_dict": state}, path)
+    model, _ = load_checkpoint(path)
+    x = torch.rand(1, 1, 8, 32, 32)
+    with torch.no_grad():
+        out = model(x)
+        ref = module.eval()(x)
+    assert set(out) == {"semantic", "instance", "geometry"}  # no untrained affinity output
+    torch.testing.assert_close(out["semantic"], ref["semantic"])
+    # a checkpoint with the head loads it strictly
+    full = {f"model.{k}": v for k, v in module.model.state_dict().items()}
+    torch.save({"hyper_parameters": {"cfg": module.cfg}, "state_dict": full}, path)
+    model, _ = load_checkpoint(path)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x)["affinity"], ref["affinity"])

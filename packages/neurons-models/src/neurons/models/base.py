@@ -277,7 +277,8 @@ class DenseSegmentationModel(nn.Module):
             cond = self.prompt_encoder(prompts, shapes, padded)
         features = self._decode(bottleneck, skips, cond, prompts is not None)
         out = self.heads(crop_to_shape(features, spatial))
-        return {key: out[key] for key in OUTPUT_KEYS}
+        # a head may be absent: a model restored from a checkpoint trained before it existed
+        return {key: out[key] for key in OUTPUT_KEYS if key in out}
 
     def extra_repr(self) -> str:
         return (

@@ -274,6 +274,9 @@ def load_checkpoint(
     model = build_model_from_cfg(cfg)
     prefix = "model."
     state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    heads = getattr(getattr(model, "heads", None), "heads", None)
+    if heads is not None and "affinity" in heads and not any(".affinity." in k for k in state):
+        del heads["affinity"]  # trained before the affinity head existed: no affinity output
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
