@@ -43,7 +43,13 @@ def test_evaluate_snemi3d_scores_the_crop(make_pair):
     assert r.meta["convention"] == {
         "name": "snemi3d", "crop": [[0, 6], [6, 23], [6, 23]], "crop_fraction_of_section": 1 / 3
     }  # fmt: skip
-    assert evaluate(gt, pred, "voi").meta["convention"] == {"name": "default"}
+    assert r.to_markdown().endswith(
+        "convention: snemi3d (crop=[[0, 6], [6, 23], [6, 23]], crop_fraction_of_section=0.3333333333333333)"
+    )
+    plain = evaluate(gt, pred, "voi")
+    assert (
+        plain.meta["convention"] == {"name": "default"} and "convention" not in plain.to_markdown()
+    )
 
 
 # --------------------------------------------------------------------------- CREMI

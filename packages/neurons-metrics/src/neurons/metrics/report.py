@@ -101,10 +101,15 @@ class Report(dict):
         return text
 
     def to_markdown(self) -> str:
-        """Two-column markdown table ``| metric | value |``."""
+        """Two-column markdown table ``| metric | value |`` (and the leaderboard convention used,
+        when not the default, below it)."""
         lines = ["| metric | value |", "|---|---|"]
         for k, v in self.items():
             lines.append(f"| {k} | {_fmt(v)} |")
+        conv = self.meta.get("convention", {})
+        if conv.get("name", "default") != "default":
+            details = ", ".join(f"{k}={v}" for k, v in conv.items() if k != "name")
+            lines += ["", f"convention: {conv['name']} ({details})"]
         return "\n".join(lines)
 
     def __repr__(self) -> str:
