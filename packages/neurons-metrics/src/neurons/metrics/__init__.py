@@ -17,6 +17,7 @@ from .conventions import (
     snemi3d_crop,
     thin_boundaries,
 )
+from .distributed import distributed_table, evaluate_distributed
 from .emi import expected_mutual_information
 from .errors import InputError, MetricsError, ShapeMismatchError, TableMergeError, TEDError
 from .instance import MatchResult, PQResult, match_instances, panoptic_quality
@@ -83,6 +84,8 @@ __all__ = [
     "Report",
     "evaluate",
     "evaluate_batch",
+    "evaluate_distributed",
+    "distributed_table",
     "METRICS",
     "DEFAULT_METRICS",
     "MetricsError",

@@ -59,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, metavar="OUT", help="also write the report as JSON")
     p.add_argument("--block-size", type=int, default=None, help="voxels per block (default 4Mi)")
     p.add_argument("--threads", type=int, default=None, help="worker threads")
+    p.add_argument(
+        "--scheduler", default=None, metavar="ADDRESS",
+        help="dask.distributed scheduler (tcp://HOST:PORT): blocks are scored on the cluster "
+        "(workers read the files) and their contingency tables merged",
+    )  # fmt: skip
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -80,13 +85,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             for s in gt.shape:
                 n *= int(s)
             show = (not args.quiet) and n >= PROGRESS_VOXELS
-            report = evaluate(
-                gt, pred, args.metrics, ignore_gt=args.ignore_gt, ignore_pred=args.ignore_pred,
-                iou_threshold=args.iou_threshold, ted_tolerance=args.ted_tolerance,
-                block_size=args.block_size, n_threads=args.threads, progress=show,
-                convention=args.convention, border_threshold=args.border_threshold,
-                voxel_size=tuple(args.voxel_size) if args.voxel_size else None,
-            )  # fmt: skip
+            if args.scheduler:
+                from .distributed import evaluate_distributed
+
+                report = evaluate_distributed(
+                    gt, pred, args.scheduler, args.metrics, block_size=args.block_size,
+                    ignore_gt=args.ignore_gt, ignore_pred=args.ignore_pred,
+                    iou_threshold=args.iou_threshold, ted_tolerance=args.ted_tolerance,
+                )  # fmt: skip
+            else:
+                report = evaluate(
+                    gt, pred, args.metrics, ignore_gt=args.ignore_gt, ignore_pred=args.ignore_pred,
+                    iou_threshold=args.iou_threshold, ted_tolerance=args.ted_tolerance,
+                    block_size=args.block_size, n_threads=args.threads, progress=show,
+                    convention=args.convention, border_threshold=args.border_threshold,
+                    voxel_size=tuple(args.voxel_size) if args.voxel_size else None,
+                )  # fmt: skip
         report.meta.update(gt=str(args.gt), pred=str(args.pred), seconds=time.perf_counter() - t0)
         print(report.to_markdown())
         if args.json:

@@ -155,7 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--scheduler",
         default="threads",
-        help="dask scheduler: threads|processes|sync|<distributed address>",
+        help=(
+            "dask scheduler: threads|processes|sync, or a dask.distributed address "
+            "tcp://HOST:PORT: blocks run on the cluster, workers read INPUT and load CHECKPOINT "
+            "themselves, OUTPUT must be a .zarr store every worker can reach; rerunning the same "
+            "command resumes (OUTPUT.manifest.json)"
+        ),
     )
     p.add_argument("--workers", type=int, default=None, help="dask workers (threads/processes)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... or auto")

@@ -38,7 +38,7 @@ from .errors import StitchError
 from .matching import match_halo, match_pairs
 from .predictor import Predictor
 from .relabel import union_find_lut
-from .scheduling import compute_tasks
+from .scheduling import LOCAL_SCHEDULERS, compute_tasks
 from .scratch import atomic_save, open_scratch, release_freed_memory, scratch_dir, slabs
 from .sliding import SlidingWindow, predict_region
 
@@ -158,6 +158,41 @@ class SegmentationResult:
         return self.voxels / max(self.seconds, 1e-9)
 
 
+def plan_blocks(
+    source: Any,
+    window: SlidingWindow,
+    decode: DecodeConfig | None,
+    block_size: int | Sequence[int],
+    overlap: int | Sequence[int],
+    *,
+    channels: bool = False,
+    min_size: int | None = None,
+) -> tuple[tuple[int, ...], BlockGrid, DecodeConfig, int]:
+    """Shape, block grid, per-block decoder settings and global ``min_size`` of a block-wise job.
+
+    Objects are removed by size only after stitching (global sizes), so blocks decode with
+    ``min_size=0``.
+    """
+    decode = decode or DecodeConfig()
+    min_size = decode.min_size if min_size is None else int(min_size)
+    shape = tuple(int(s) for s in (source.shape[1:] if channels else source.shape))
+    ndim = len(shape)
+    if ndim != window.ndim:
+        raise StitchError(
+            f"volume shape {shape} has {ndim} spatial axes, window {window.window} has {window.ndim}"
+        )
+    grid = BlockGrid(
+        shape,
+        as_axis_tuple(block_size, ndim, "block_size"),
+        as_axis_tuple(overlap, ndim, "overlap"),
+    )
+    if grid.id_stride * len(grid) >= 2**63:
+        raise StitchError(
+            f"{len(grid)} blocks of {grid.block} voxels overflow uint64 ids; use larger blocks"
+        )
+    return shape, grid, replace(decode, min_size=0), min_size
+
+
 def segment_blockwise(
     predictor: Callable,
     source: Any,
@@ -205,7 +240,9 @@ def segment_blockwise(
         Keys of the instance (uint64) and semantic (uint8) arrays; ``semantic_key=None`` skips
         the semantic map.
     scheduler : str or distributed.Client
-        ``threads``, ``processes``, ``sync`` or a distributed address.
+        ``threads``, ``processes``, ``sync``, or a ``dask.distributed`` address / client: then
+        the job runs on the cluster through :func:`~.distributed.segment_distributed` (output
+        must be a ``.zarr`` store every worker can reach; resumable).
     match_threshold : float
         IoU in the halo above which two blocks' objects are merged.
     min_size : int, optional
@@ -226,25 +263,25 @@ def segment_blockwise(
     >>> res.instance.shape, res.num_blocks
     ((40, 30), 6)
     """
-    decode = decode or DecodeConfig()
-    min_size = decode.min_size if min_size is None else int(min_size)
-    block_decode = replace(decode, min_size=0)
-    shape = tuple(int(s) for s in (source.shape[1:] if channels else source.shape))
-    ndim = len(shape)
-    if ndim != window.ndim:
-        raise StitchError(
-            f"volume shape {shape} has {ndim} spatial axes, window {window.window} has {window.ndim}"
-        )
-    grid = BlockGrid(
-        shape,
-        as_axis_tuple(block_size, ndim, "block_size"),
-        as_axis_tuple(overlap, ndim, "overlap"),
+    if not isinstance(scheduler, str) or scheduler not in LOCAL_SCHEDULERS:
+        # a dask.distributed cluster: blocks go to a Zarr store every worker can reach
+        if output is None:
+            raise StitchError(
+                f"scheduler {scheduler!r} is a dask.distributed cluster: give output= a .zarr "
+                "path every worker can reach (there is no node-local scratch space there)"
+            )
+        from .distributed import segment_distributed
+
+        return segment_distributed(
+            scheduler, predictor, source, window, decode, output=output, out_key=out_key,
+            semantic_key=semantic_key, block_size=block_size, overlap=overlap,
+            channels=channels, match_threshold=match_threshold, min_size=min_size,
+            voxel_size=voxel_size, compression=compression, progress=progress,
+        )  # fmt: skip
+    shape, grid, block_decode, min_size = plan_blocks(
+        source, window, decode, block_size, overlap, channels=channels, min_size=min_size
     )
     id_stride = grid.id_stride
-    if id_stride * len(grid) >= 2**63:
-        raise StitchError(
-            f"{len(grid)} blocks of {grid.block} voxels overflow uint64 ids; use larger blocks"
-        )
     out_path = None
     if output is not None:
         from neurons.io import split_key
