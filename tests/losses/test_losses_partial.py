@@ -175,10 +175,10 @@ def test_separable_nearest_mostly_exact_on_em_like_labels():
     d_ex = _dist(lab, T.nearest_skeleton(lab, sk))[fg]
     d_sep = _dist(lab, T.nearest_skeleton(lab, sk, method="separable"))[fg]
     same = (d_sep - d_ex).abs() < 1e-4
-    assert float(same.float().mean()) > 0.97
-    # never closer than the true nearest (seeds are own-instance skeleton voxels), or the voxel
-    # itself when none is reachable through the instance
-    assert bool(((d_sep >= d_ex - 1e-4) | (d_sep == 0)).all())
+    assert float(same.float().mean()) > 0.98
+    # never closer than the true nearest: seeds are own-instance skeleton voxels (the voxels no
+    # staircase reaches get the exact search)
+    assert bool((d_sep >= d_ex - 1e-4).all())
 
 
 # ------------------------------------------------------------------------------------------------

@@ -563,9 +563,9 @@ def _separable_nearest(labels: Tensor, sk: Tensor, sp: Sequence[float], chunk: i
             best_src = torch.where(closer.unsqueeze(0), src, best_src)
     f, src = best_f, best_src.movedim(0, 1)
     fg = labels > 0
-    lost = fg & ~torch.isfinite(f)  # no seed reachable: the voxel points at itself
-    src = torch.where(lost.unsqueeze(1), grid.movedim(0, 1).expand_as(src), src)
-    return torch.where(fg.unsqueeze(1), src, torch.zeros_like(src))
+    lost = fg & ~torch.isfinite(f)  # no seed on a staircase: left to the exact search
+    src = torch.where(fg.unsqueeze(1) & ~lost.unsqueeze(1), src, torch.zeros_like(src))
+    return src, lost
 
 
 def nearest_skeleton(
@@ -584,7 +584,8 @@ def nearest_skeleton(
     label-aware 1-D pass per axis, as :func:`instance_edt` (each pass searches only within
     runs of equal label along the axis), so the seed found is the nearest one reachable by an
     axis-ordered staircase inside the instance: exact on box-like parts, at most slightly
-    farther near concave ones (the tests bound the excess); far cheaper, the training default.
+    farther near concave ones (the tests bound the excess); the few voxels no staircase reaches
+    get the exact search. Far cheaper: the training default.
     Background gets 0.  An instance with no voxel in a supplied ``skeleton`` uses all its own
     voxels as skeleton (every voxel maps to its own coordinates).
 
@@ -614,8 +615,13 @@ def nearest_skeleton(
     # back to its own voxels, so each of its voxels is its own nearest point
     has_sk = torch.bincount(seg.index[sk], minlength=seg.num + 1)[seg.index] > 0
     sk = sk | (inside & ~has_sk)
+    only = None
     if method == "separable":
-        return _separable_nearest(labels, sk.reshape(labels.shape), sp.tolist(), chunk)
+        sep, lost = _separable_nearest(labels, sk.reshape(labels.shape), sp.tolist(), chunk)
+        if not bool(lost.any()):
+            return sep
+        out = sep.movedim(1, -1).reshape(b * n, s).contiguous()
+        only = lost.reshape(-1)  # the few voxels no staircase reached: exact search for them
     sk_pos = torch.nonzero(sk).squeeze(1)
     sk_seg = seg.index[sk_pos]
     order = torch.argsort(sk_seg, stable=True)
@@ -623,7 +629,7 @@ def nearest_skeleton(
     sk_cnt = torch.bincount(sk_seg, minlength=seg.num)
     sk_start = torch.cumsum(sk_cnt, 0) - sk_cnt
     sk_xyz = coords[sk_pos % n]
-    vox = torch.nonzero(seg.index < seg.num).squeeze(1)
+    vox = torch.nonzero((seg.index < seg.num) if only is None else only).squeeze(1)
     vseg = seg.index[vox]
     nper = sk_cnt[vseg]
     has = nper > 0
