@@ -320,10 +320,18 @@ def test_segresnet_with_a_2d_config_is_2d_and_trains(tmp_path):
 
 
 def test_voxel_size_reaches_model_and_geometry_targets():
+    from neurons.train import VistaModule
+
     cfg = compose_config("snemi3d", ["model.preset=tiny"])
     assert dataset_voxel_size(cfg) == (30.0, 6.0, 6.0)
-    aniso = build_model_from_cfg(cfg)
+    module = VistaModule(cfg)  # the dataset's voxel size is resolved into the stored config
+    assert module.hparams["cfg"]["data"]["voxel_size"] == [30.0, 6.0, 6.0]
+    aniso = module.model
     assert tuple(aniso.config["resolution"]) == (30.0, 6.0, 6.0)
+    assert module.loss.geometry.sampling == (30.0, 6.0, 6.0)
+    # a checkpoint of an older run (no voxel size in its config) rebuilds its isotropic model
+    assert "resolution" not in build_model_from_cfg(cfg).config
+    cfg = compose_config("snemi3d", ["model.preset=tiny", "data.voxel_size=[30,6,6]"])
     iso = build_model_from_cfg(compose_config("snemi3d", ["model.preset=tiny",
                                                           "data.voxel_size=[6,6,6]"]))
     # anisotropic data: in-plane-only downsampling first, so z is divided less than y and x

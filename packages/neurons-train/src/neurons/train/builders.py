@@ -76,7 +76,9 @@ def dataset_voxel_size(cfg: Mapping[str, Any]) -> tuple[float, ...] | None:
 
     The dataset's own is its reader's (SNEMI3D 30x6x6, CREMI 40x4x4, MICrONS 40x8x8, ISBI 2012
     50x4x4 nm); None for datasets whose volumes differ (MitoEM2, combine) or have none
-    (synthetic) unless ``data.voxel_size`` is set.
+    (synthetic) unless ``data.voxel_size`` is set. :class:`~neurons.train.VistaModule` writes
+    it into its config (so checkpoints carry it); the model and loss builders read only an
+    explicit ``data.voxel_size``.
 
     Examples
     --------
@@ -102,6 +104,15 @@ def dataset_voxel_size(cfg: Mapping[str, Any]) -> tuple[float, ...] | None:
     return tuple(float(v) for v in vs)
 
 
+def _explicit_voxel_size(cfg: Mapping[str, Any]) -> tuple[float, ...] | None:
+    """``data.voxel_size`` when the config sets it (checkpoints of older runs do not: their
+    models were built isotropic and must be rebuilt so)."""
+    d = cfg["data"]
+    if (d.get("voxel_size") if hasattr(d, "get") else None) is None:
+        return None
+    return dataset_voxel_size(cfg)
+
+
 def _model_geometry(cfg: Mapping[str, Any], name: str, kwargs: dict[str, Any]) -> None:
     """Dimensionality from ``data.patch_size`` and anisotropy from the voxel size."""
     spatial = len(cfg["data"]["patch_size"])
@@ -122,7 +133,7 @@ def _model_geometry(cfg: Mapping[str, Any], name: str, kwargs: dict[str, Any]) -
             )
         kwargs["spatial_dims"] = spatial
     if key.startswith("vista") and kwargs.get("resolution") is None:
-        vs = dataset_voxel_size(cfg)
+        vs = _explicit_voxel_size(cfg)  # VistaModule resolves the dataset's into the config
         if vs is not None:
             kwargs["resolution"] = list(vs[-spatial:])
 
@@ -139,7 +150,7 @@ def _loss_geometry(cfg: Mapping[str, Any], kwargs: dict[str, Any]) -> None:
     kwargs.setdefault("embedding_dim", emb)
     kwargs.setdefault("spatial_dims", spatial)
     if kwargs.get("sampling") is None:
-        vs = dataset_voxel_size(cfg)
+        vs = _explicit_voxel_size(cfg)
         if vs is not None:
             kwargs["sampling"] = list(vs[-spatial:])
 

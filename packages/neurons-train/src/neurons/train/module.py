@@ -10,7 +10,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
-from neurons.train.builders import build_loss_from_cfg, build_model_from_cfg
+from neurons.train.builders import build_loss_from_cfg, build_model_from_cfg, dataset_voxel_size
 from neurons.train.checkpointing import capture_rng_state, restore_rng_state
 from neurons.train.config import to_plain_dict, validate_config
 from neurons.train.errors import ConfigError
@@ -116,6 +116,9 @@ class VistaModule(pl.LightningModule):
     def __init__(self, cfg: Mapping[str, Any]) -> None:
         super().__init__()
         plain = to_plain_dict(validate_config(cfg))
+        if plain["data"].get("voxel_size") is None:  # the dataset's own, stored with the run
+            vs = dataset_voxel_size(plain)
+            plain["data"]["voxel_size"] = None if vs is None else list(vs)
         self.save_hyperparameters({"cfg": plain})
         self.cfg = plain
         self.model = build_model_from_cfg(plain)
