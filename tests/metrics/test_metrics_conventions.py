@@ -198,3 +198,7 @@ def test_cli_conventions(tmp_path, make_pair, capsys):
     with pytest.raises(SystemExit) as e:
         main([*args, "--convention", "nope"])
     assert e.value.code == 2
+    capsys.readouterr()
+    assert main([*args, "--convention", "cremi", "--scheduler", "tcp://127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot be combined with --scheduler" in err[0]

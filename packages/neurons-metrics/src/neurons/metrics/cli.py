@@ -85,6 +85,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             for s in gt.shape:
                 n *= int(s)
             show = (not args.quiet) and n >= PROGRESS_VOXELS
+            if args.scheduler and args.convention != "default":
+                raise MetricsError(
+                    f"--convention {args.convention} is applied on one machine; "
+                    "it cannot be combined with --scheduler"
+                )
             if args.scheduler:
                 from .distributed import evaluate_distributed
 
