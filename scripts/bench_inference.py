@@ -10,6 +10,7 @@ Usage::
     python scripts/bench_inference.py                      # CPU, 32..256 x 256 x 256
     python scripts/bench_inference.py --device cuda --sizes 64x512x512 128x512x512 128x1024x1024
     python scripts/bench_inference.py --decoders                # decoding cost of every decoder
+    python scripts/bench_inference.py --cluster --workers 1 2 --sizes 32x256x256  # distributed
 """
 
 from __future__ import annotations
@@ -112,6 +113,129 @@ def decoder_costs(args) -> int:
     return 0
 
 
+class _ThresholdModel:
+    """Oracle-like cheap model for the memory run: foreground logit from the raw intensity."""
+
+    def __call__(self, x):
+        import torch
+
+        logit = 20.0 * (x[:, :1] - 0.5)
+        return {"semantic": torch.cat([-logit, logit], 1)}
+
+
+def _cell_slabs(shape, planes: int = 8, period=(12, 24, 24)):
+    """uint8 raw of box-shaped cells (255) with 1-voxel membranes (0), slab by slab."""
+    yy, xx = np.ogrid[: shape[1], : shape[2]]
+    plane = np.where((yy % period[1] == 0) | (xx % period[2] == 0), 0, 255).astype(np.uint8)
+    for z0 in range(0, shape[0], planes):
+        zz = np.arange(z0, min(z0 + planes, shape[0]))
+        yield np.where((zz % period[0] == 0)[:, None, None], np.uint8(0), plane[None])
+
+
+def _warm_up() -> None:
+    import neurons.train.inference.distributed  # noqa: F401
+
+
+def _worker_peak_rss_mb() -> float:
+    # VmHWM: this process's own peak RSS (ru_maxrss starts at the spawning parent's peak)
+    with open("/proc/self/status") as f:
+        return next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM")) / 1024
+
+
+def cluster_scaling(args) -> int:
+    """``--cluster``: dask.distributed LocalCluster runs (worker processes over TCP): the same
+    volume with each ``--workers`` count (speed-up), then ``--big`` (a volume whose uint64
+    segmentation is several times one worker's ``--memory-limit``) with peak RSS per worker."""
+    import os
+
+    import dask
+    import torch
+    from distributed import Client, LocalCluster
+
+    from neurons.data import make_synthetic_volume
+    from neurons.io import write_blocks, write_volume
+    from neurons.models import build_model
+    from neurons.train.inference import DecodeConfig, Predictor, SlidingWindow
+    from neurons.train.inference.distributed import segment_distributed
+
+    dims = lambda s: tuple(int(v) for v in s.split("x"))  # noqa: E731
+    tmp = Path(tempfile.mkdtemp(prefix="bench_cluster_"))
+    limit = dask.utils.parse_bytes(args.memory_limit)
+
+    def run(n_workers, source, predictor, window, block, overlap, out, dec, limit=limit):
+        # the nanny terminates a worker above 95 % of its limit; pausing at 80 % is disabled
+        # because the limit is meant to be tight (an idle worker with torch is ~0.4 GiB)
+        with dask.config.set({"distributed.worker.memory.pause": False}):
+            cluster = LocalCluster(
+                n_workers=n_workers, threads_per_worker=1, processes=True, protocol="tcp",
+                host="127.0.0.1", memory_limit=limit, dashboard_address=None,
+            )  # fmt: skip
+            client = Client(cluster)
+            try:
+                before = set(client.scheduler_info()["workers"])
+                client.run(_warm_up)  # imports, not part of the job's time
+                t0 = time.perf_counter()
+                res = segment_distributed(
+                    client, predictor, source, window, dec, output=out, block_size=block,
+                    overlap=overlap,
+                )  # fmt: skip
+                dt = time.perf_counter() - t0
+                peaks = client.run(_worker_peak_rss_mb)
+                restarts = len(set(client.scheduler_info()["workers"]) - before)
+            finally:
+                client.close()
+                cluster.close()
+        return res, dt, sorted(peaks.values()), restarts
+
+    print(f"dask.distributed LocalCluster, 1 thread per worker over TCP on 127.0.0.1; "
+          f"load average before: {os.getloadavg()}")  # fmt: skip
+    torch.manual_seed(0)
+    model = build_model("vista3d", preset=args.preset).eval()
+    window = SlidingWindow(window=dims(args.window), overlap=0.25, batch_size=args.batch_size)
+    shape = dims(args.sizes[0])
+    vol = make_synthetic_volume(shape, seed=1)
+    src = tmp / "raw.zarr"
+    write_volume(f"{src}:raw", vol["raw"], chunks=dims(args.block))
+    print(f"\nspeed-up: tiny Vista3D (random weights), watershed, volume {args.sizes[0]}, "
+          f"block {args.block}, halo {args.overlap}, worker limit {2 * limit / 2**20:.0f} MiB")  # fmt: skip
+    print("| workers | time (s) | voxels/s | speed-up | peak RSS per worker (MiB) |")
+    print("|---|---|---|---|---|")
+    base = None
+    for n in args.workers if len(args.workers) > 1 else []:
+        res, dt, peaks, _ = run(
+            n, f"{src}:raw", Predictor(model=model), window, dims(args.block),
+            dims(args.overlap), tmp / f"seg_{n}.zarr", DecodeConfig(method="watershed"),
+            limit=2 * limit,  # the network's activations: the tight limit is for the memory run
+        )  # fmt: skip
+        base = base or dt
+        print(f"| {n} | {dt:.1f} | {res.voxels / dt / 1e3:.0f} k | {base / dt:.2f} | "
+              f"{', '.join(f'{p:.0f}' for p in peaks)} |", flush=True)  # fmt: skip
+    big = dims(args.big)
+    nvox = int(np.prod(big))
+    bsrc = tmp / "big_raw.zarr"
+    write_blocks(f"{bsrc}:raw", big, np.uint8, _cell_slabs(big), chunks=dims(args.block))
+    seg_bytes = nvox * 8
+    n = max(args.workers)
+    bwin = SlidingWindow(window=dims(args.window), overlap=0.0, batch_size=args.batch_size)
+    res, dt, peaks, restarts = run(
+        n, f"{bsrc}:raw", Predictor(model=_ThresholdModel()), bwin, dims(args.block),
+        dims(args.overlap), tmp / "big_seg.zarr", DecodeConfig(method="watershed"),
+    )  # fmt: skip
+    print(
+        f"\nmemory: volume {args.big} = {nvox / 1e6:.0f} Mvoxel, uint64 segmentation "
+        f"{seg_bytes / 2**30:.2f} GiB = {seg_bytes / limit:.1f}x the {args.memory_limit} worker "
+        f"limit; {n} workers, threshold model (window overlap 0) + watershed: {dt:.1f} s "
+        f"({nvox / dt / 1e6:.2f} Mvoxel/s), {res.num_objects} objects, {res.num_blocks} blocks"
+    )
+    print(f"peak RSS per worker: {', '.join(f'{p:.0f} MiB' for p in peaks)} "
+          f"(limit {limit / 2**20:.0f} MiB); worker restarts: {restarts}")  # fmt: skip
+    print(f"load average after: {os.getloadavg()}")
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -133,7 +257,17 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--scheduler", default="threads")
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument(
+        "--workers", type=int, nargs="+", default=[1],
+        help="dask workers (threads/processes: the first value); with --cluster, each count",
+    )  # fmt: skip
+    p.add_argument(
+        "--cluster", action="store_true",
+        help="dask.distributed mode: 1 vs N worker processes on the first --sizes volume "
+        "(e.g. --workers 1 2), then the --big volume within --memory-limit per worker",
+    )  # fmt: skip
+    p.add_argument("--memory-limit", default="768MiB", help="worker memory limit (--cluster)")
+    p.add_argument("--big", default="64x1024x1024", help="volume of the memory run (--cluster)")
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument(
         "--decoders",
@@ -147,6 +281,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.decoders is not None:
         return decoder_costs(args)
+    if args.cluster:
+        return cluster_scaling(args)
     import torch
 
     from neurons.data import make_synthetic_volume
@@ -175,7 +311,7 @@ def main(argv=None) -> int:
     dec = DecodeConfig(method=args.decoder, min_size=20)
     tmp = Path(tempfile.mkdtemp(prefix="bench_inference_"))
     print(
-        f"device {args.device}, torch threads {threads}, scheduler {args.scheduler} x {args.workers}, "
+        f"device {args.device}, torch threads {threads}, scheduler {args.scheduler} x {args.workers[0]}, "
         f"window {sw.window}, block {dims(args.block)}, halo {dims(args.overlap)}, decoder {args.decoder}"
     )
     print()
@@ -210,7 +346,7 @@ def main(argv=None) -> int:
                 overlap=dims(args.overlap),
                 output=tmp / f"seg_{size}.h5",
                 scheduler=args.scheduler,
-                num_workers=args.workers,
+                num_workers=args.workers[0],
             )
             dt = time.perf_counter() - t0
         n = int(np.prod(shape))

@@ -23,6 +23,7 @@ from .decoders import DECODERS, SEMANTIC_MODES, DecoderSpec, decode
 from .errors import CheckpointError, DecodeError, InferenceError, StitchError
 from .pipeline import InferenceRun, evaluate_segmentation, run_inference
 from .previews import preview_paths, write_previews
+from .distributed import segment_distributed
 from .sliding import (
     SlidingWindow,
     gaussian_weight,
@@ -78,6 +79,7 @@ __all__ = [
     "remove_small_objects",
     "run_inference",
     "segment_blockwise",
+    "segment_distributed",
     "segment_volume",
     "seeded_watershed",
     "semantic_argmax",
