@@ -309,3 +309,47 @@ def test_distributed_evaluation_equals_in_memory(client, data, reference, tmp_pa
          "--block-size", "3120", "-q"]
     )  # fmt: skip
     assert code == 0 and "| voi_total | 0 |" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_neurons_infer_cli_on_the_cluster_workers_load_the_checkpoint(client, tmp_path, capsys):
+    from neurons.data import make_synthetic_volume
+    from neurons.train import build_model_from_cfg, compose_config
+    from neurons.train.config import to_plain_dict
+    from neurons.train.inference.cli import main as infer_main
+
+    cfg = to_plain_dict(compose_config("synthetic", ["data.patch_size=[8,32,32]"]))
+    torch.manual_seed(0)
+    state = {f"model.{k}": v for k, v in build_model_from_cfg(cfg).state_dict().items()}
+    ckpt = tmp_path / "model.ckpt"
+    torch.save({"state_dict": state, "hyper_parameters": {"cfg": cfg}}, ckpt)
+    write_volume(tmp_path / "vol.h5:raw", make_synthetic_volume((12, 48, 40), seed=5)["raw"])
+    common = [
+        "--block-size", "8", "24", "24", "--overlap", "2", "4", "4", "--decoder", "watershed",
+        "--device", "cpu", "--quiet", "--no-previews",
+    ]  # fmt: skip
+    args = [str(ckpt), f"{tmp_path / 'vol.h5'}:raw"]
+    address = client.scheduler.address
+    assert infer_main([*args, str(tmp_path / "seg.zarr"), "--scheduler", address, *common]) == 0
+    assert infer_main([*args, str(tmp_path / "seg.h5"), "--scheduler", "sync", *common]) == 0
+    # the cluster's result equals the single-process one voxel for voxel (same ids too)
+    dist = read_volume(f"{tmp_path / 'seg.zarr'}:segmentation")
+    np.testing.assert_array_equal(dist, read_volume(f"{tmp_path / 'seg.h5'}:segmentation"))
+    np.testing.assert_array_equal(
+        read_volume(f"{tmp_path / 'seg.zarr'}:semantic"),
+        read_volume(f"{tmp_path / 'seg.h5'}:semantic"),
+    )
+
+    def cached_checkpoints() -> list[str]:
+        from neurons.train.inference import predictor
+
+        return [k[0] for k in predictor._PREDICTOR_CACHE]
+
+    # every worker that ran a block loaded the model itself, from the checkpoint path
+    loaded = client.run(cached_checkpoints)
+    assert any(str(ckpt) in v for v in loaded.values()), loaded
+    capsys.readouterr()
+    # a user mistake: one line, exit status 2
+    assert infer_main([*args, str(tmp_path / "o.h5"), "--scheduler", address, *common]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and ".zarr" in err[0]
