@@ -132,6 +132,13 @@ def _cell_slabs(shape, planes: int = 8, period=(12, 24, 24)):
         yield np.where((zz % period[0] == 0)[:, None, None], np.uint8(0), plane[None])
 
 
+def _cpu_seconds() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def _warm_up() -> None:
     import neurons.train.inference.distributed  # noqa: F401
 
@@ -174,18 +181,20 @@ def cluster_scaling(args) -> int:
             try:
                 before = set(client.scheduler_info()["workers"])
                 client.run(_warm_up)  # imports, not part of the job's time
+                cpu0 = sum(client.run(_cpu_seconds).values())
                 t0 = time.perf_counter()
                 res = segment_distributed(
                     client, predictor, source, window, dec, output=out, block_size=block,
                     overlap=overlap,
                 )  # fmt: skip
                 dt = time.perf_counter() - t0
+                cpu = sum(client.run(_cpu_seconds).values()) - cpu0
                 peaks = client.run(_worker_peak_rss_mb)
                 restarts = len(set(client.scheduler_info()["workers"]) - before)
             finally:
                 client.close()
                 cluster.close()
-        return res, dt, sorted(peaks.values()), restarts
+        return res, dt, sorted(peaks.values()), restarts, cpu
 
     print(f"dask.distributed LocalCluster, 1 thread per worker over TCP on 127.0.0.1; "
           f"load average before: {os.getloadavg()}")  # fmt: skip
@@ -198,17 +207,17 @@ def cluster_scaling(args) -> int:
     write_volume(f"{src}:raw", vol["raw"], chunks=dims(args.block))
     print(f"\nspeed-up: tiny Vista3D (random weights), watershed, volume {args.sizes[0]}, "
           f"block {args.block}, halo {args.overlap}, worker limit {2 * limit / 2**20:.0f} MiB")  # fmt: skip
-    print("| workers | time (s) | voxels/s | speed-up | peak RSS per worker (MiB) |")
-    print("|---|---|---|---|---|")
+    print("| workers | time (s) | voxels/s | speed-up | worker CPU s / wall s | peak RSS (MiB) |")
+    print("|---|---|---|---|---|---|")
     base = None
     for n in args.workers if len(args.workers) > 1 else []:
-        res, dt, peaks, _ = run(
+        res, dt, peaks, _, cpu = run(
             n, f"{src}:raw", Predictor(model=model), window, dims(args.block),
             dims(args.overlap), tmp / f"seg_{n}.zarr", DecodeConfig(method="watershed"),
             limit=2 * limit,  # the network's activations: the tight limit is for the memory run
         )  # fmt: skip
         base = base or dt
-        print(f"| {n} | {dt:.1f} | {res.voxels / dt / 1e3:.0f} k | {base / dt:.2f} | "
+        print(f"| {n} | {dt:.1f} | {res.voxels / dt / 1e3:.0f} k | {base / dt:.2f} | {cpu / dt:.2f} | "
               f"{', '.join(f'{p:.0f}' for p in peaks)} |", flush=True)  # fmt: skip
     big = dims(args.big)
     nvox = int(np.prod(big))
@@ -217,7 +226,7 @@ def cluster_scaling(args) -> int:
     seg_bytes = nvox * 8
     n = max(args.workers)
     bwin = SlidingWindow(window=dims(args.window), overlap=0.0, batch_size=args.batch_size)
-    res, dt, peaks, restarts = run(
+    res, dt, peaks, restarts, cpu = run(
         n, f"{bsrc}:raw", Predictor(model=_ThresholdModel()), bwin, dims(args.block),
         dims(args.overlap), tmp / "big_seg.zarr", DecodeConfig(method="watershed"),
     )  # fmt: skip
@@ -228,7 +237,8 @@ def cluster_scaling(args) -> int:
         f"({nvox / dt / 1e6:.2f} Mvoxel/s), {res.num_objects} objects, {res.num_blocks} blocks"
     )
     print(f"peak RSS per worker: {', '.join(f'{p:.0f} MiB' for p in peaks)} "
-          f"(limit {limit / 2**20:.0f} MiB); worker restarts: {restarts}")  # fmt: skip
+          f"(limit {limit / 2**20:.0f} MiB); worker restarts: {restarts}; "
+          f"worker CPU s / wall s {cpu / dt:.2f}")  # fmt: skip
     print(f"load average after: {os.getloadavg()}")
     import shutil
 
