@@ -103,8 +103,15 @@ def main(argv: list[str] | None = None) -> int:
         # calibration at the end of training: every affinity/embedding decoder plus the seeded
         # watershed, a bounded grid each (mean-shift is left out: slowest and never the best)
         "calibration.decoders=[mutex_watershed,agglomeration,embedding,watershed]",
-        f"calibration.budget={4 if args.smoke else 10}",
+        f"calibration.budget={4 if args.smoke else 16}",
         f"calibration.time_limit_s={10 if args.smoke else 25}",
+        "calibration.max_voxels=300000",
+        # the main job segments automatically: no proofreading (point-prompt) passes, which
+        # double the cost of a step; validation computes the loss only (decoders are judged
+        # by the calibration at the end), no image panels
+        "training.modes=[automatic]",
+        "training.validation.metrics=false",
+        "logging.images.enabled=false",
     ]
     if args.smoke:
         overrides += [
@@ -121,7 +128,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.minutes:
             overrides.append(_max_time(args.minutes))
     else:
-        overrides.append(_max_time(args.minutes or 6.0))
+        overrides += [
+            _max_time(args.minutes or 6.0),
+            # measured on the 2-core VM (README, main job): these reach the held-out target
+            "optimizer.lr=2e-3",
+            "data.num_workers=1",  # the next batch is generated while the model trains
+            "data.options.n_volumes=5",  # 4 training volumes + 1 for validation/calibration
+            "loss.weight_instance=0.2",  # the affinity head decodes best; embedding helps less
+        ]
     cfg = compose_config("synthetic", overrides)
     print(
         f"[1/4] training 'synthetic' ({'smoke: 10 steps' if args.smoke else f'{args.minutes or 6.0:g} min'}, "
