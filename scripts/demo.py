@@ -183,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             seg,
             gt=f"{heldout}:instance",
             decoder=None if dec == "calibrated" else dec,
+            use_calibration=dec == "calibrated",  # the comparison column: true defaults
             block_size=(16, 96, 96),
             overlap=(4, 16, 16),
             scheduler="threads",

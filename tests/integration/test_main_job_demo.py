@@ -34,7 +34,7 @@ def test_demo_smoke_end_to_end(tmp_path, repo_root):
     assert won, out[-3000:]
     used = re.search(r"\[3/4\] decoder: (\w+) .*\(calibrated; validation cremi_score ([0-9.]+)", out)
     assert used and used.groups() == won.groups()
-    assert re.search(r"\[3/4\] decoder: watershed \{\} \(flags;", out)
+    assert re.search(r"\[3/4\] decoder: watershed \{\} \(flags\)", out)
     assert (tmp_path / "segmentation_calibrated.h5").is_file()
     assert re.search(r"held-out arand_cremi \(calibrated\): [0-9.]+", out)
     assert (tmp_path / "train" / "checkpoints" / "last.ckpt").is_file()
