@@ -309,7 +309,13 @@ def infer_defaults_column(
     work.mkdir(parents=True, exist_ok=True)
     ck = work / "model.ckpt"  # never write next to a checkpoint the user named
     shutil.copyfile(ckpt, ck)
-    cal = search_decoders(samples, budget=budget, time_limit=time_limit, offsets=offsets)
+    cal = search_decoders(
+        samples,
+        budget=budget,
+        time_limit=time_limit,
+        offsets=offsets,
+        semantic_modes=("classes", "dense"),  # as the decoder columns; neurons-infer applies it
+    )
     write_sidecar(ck, cal)
     print(f"neurons-infer defaults: calibrated on sections 0-19: {cal.summary()}")
     write_volume(f"{work / 'test.h5'}:raw", raw_test)

@@ -25,7 +25,12 @@ from neurons.train.calibration import (
     sidecar_path,
     write_sidecar,
 )
-from neurons.train.calibration.resolve import choose_decoder, foreground_fraction, warn_if_empty
+from neurons.train.calibration.resolve import (
+    apply_decoder,
+    choose_decoder,
+    foreground_fraction,
+    warn_if_empty,
+)
 
 
 def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
@@ -82,6 +87,36 @@ def test_search_picks_watershed_when_the_embedding_is_uninformative():
     assert res.decoder == "watershed" and res.score == pytest.approx(0.0, abs=1e-9)
     assert res.per_decoder["embedding"].score > 0.3
     assert res.key == "arand_cremi" and not res.higher_is_better
+
+
+def test_search_of_the_semantic_mode_is_stored_and_applied():
+    from neurons.train.inference import DecodeConfig, decode_instances
+
+    gt = np.zeros((4, 32, 32), np.uint64)
+    gt[:, :, :16], gt[:, :, 16:] = 5, 6  # two cells filling everything (no background)
+    probs = np.zeros((5, *gt.shape), np.float32)
+    probs[0] = 1.0
+    probs[:, :, 8:24, 4:12] = np.array([0, 1, 0, 0, 0])[:, None, None, None]  # only the cores
+    probs[:, :, 8:24, 20:28] = np.array([0, 1, 0, 0, 0])[:, None, None, None]  # are "neuron"
+    sample = ValidationSample("dense", {"semantic": probs}, gt)
+    res = search_decoders(
+        [sample],
+        decoders=["watershed"],
+        metric="arand",
+        budget=2,
+        semantic_modes=["classes", "dense"],
+    )
+    # only "dense" (neurons fill the background too) can label every voxel of the two cells
+    assert res.semantic_mode == "dense" and res.per_decoder["watershed"].trials == 4
+    assert res.score < 0.05
+    choice = choose_decoder(res)
+    assert choice.semantic_mode == "dense" and "semantic_mode=dense" in choice.describe()
+    dec = apply_decoder(DecodeConfig(), choice)
+    assert dec.dense and dec.method == "watershed"
+    ins, _ = decode_instances(sample.outputs, dec)
+    assert _same_partition(
+        ins, decode_with(sample.outputs, "watershed", res.params, semantic_mode="dense")
+    )
 
 
 def test_search_maximises_ap_and_skips_decoders_without_their_output():

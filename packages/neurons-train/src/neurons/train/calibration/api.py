@@ -59,6 +59,7 @@ def calibrate(
     max_voxels: int = 2_000_000,
     device: str = "cpu",
     write: str | None = "auto",
+    semantic_modes: Sequence[str] | None = None,
 ) -> CalibrationResult:
     """Calibrate decoding on the validation split of the checkpoint's own data config.
 
@@ -85,6 +86,10 @@ def calibrate(
         Validation voxels predicted (regions are centre-cropped to share this budget).
     device : str
         Where the network runs.
+    semantic_modes : sequence of str, optional
+        Also search how the semantic output is used (e.g. ``["classes", "dense"]``: dense lets
+        neurons fill every voxel not of another class); the winner's mode is stored and applied
+        by ``neurons-infer``. Default: the decoders' default (``classes``).
     write : {"auto", "embed", "sidecar", None}
         Where the result goes when a checkpoint path was given: ``embed`` into the
         checkpoint, ``sidecar`` a JSON next to it (``auto`` = ``sidecar``), None nowhere.
@@ -114,6 +119,7 @@ def calibrate(
         budget=budget,
         time_limit=time_limit,
         offsets=model_offsets(model, ck_cfg),
+        semantic_modes=semantic_modes,
     )
     result.predict_seconds = t_pred
     result.seconds = time.perf_counter() - t0

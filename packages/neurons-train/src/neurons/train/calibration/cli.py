@@ -47,6 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decoders", nargs="+", default=None, help="decoders to consider (default all)")
     p.add_argument("--budget", type=int, default=24, help="parameter sets tried per decoder")
     p.add_argument(
+        "--semantic-modes",
+        nargs="+",
+        default=None,
+        choices=["classes", "dense"],
+        help="also search how the semantic output is used (default: classes only)",
+    )
+    p.add_argument(
         "--time-limit", type=float, default=None, help="seconds per decoder (no new trial after)"
     )
     p.add_argument(
@@ -131,6 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_voxels=args.max_voxels,
             device=device,
             write=None,
+            semantic_modes=args.semantic_modes,
         )
         written = None
         if args.embed:

@@ -56,10 +56,13 @@ class DecoderChoice:
     params: dict[str, Any] = field(default_factory=dict)
     source: str = "defaults"
     calibration: CalibrationResult | None = None
+    semantic_mode: str | None = None
 
     def describe(self) -> str:
         """One line: decoder, parameters, where they come from and the validation score."""
         params = "{" + ", ".join(f"{k}={v!r}" for k, v in sorted(self.params.items())) + "}"
+        if self.semantic_mode is not None:
+            params += f" semantic_mode={self.semantic_mode}"
         line = f"decoder: {self.decoder or 'auto'} {params} ({self.source}"
         cal = self.calibration
         if cal is not None and self.source.startswith("calibrated"):
@@ -87,7 +90,9 @@ def choose_decoder(
     if calibration is not None and decoder in (None, calibration.decoder):
         params = {**calibration.params, **over}
         src = "calibrated+flags" if over or decoder is not None else "calibrated"
-        return DecoderChoice(calibration.decoder, params, src, calibration)
+        return DecoderChoice(
+            calibration.decoder, params, src, calibration, calibration.semantic_mode
+        )
     src = "flags" if decoder is not None or over else "defaults"
     return DecoderChoice(decoder, over, src, calibration)
 
@@ -111,6 +116,8 @@ def apply_decoder(base: Any, choice: DecoderChoice) -> Any:
     kw: dict[str, Any] = dict(direct)
     if choice.decoder is not None:
         kw["method"] = choice.decoder
+    if choice.semantic_mode in ("classes", "dense") and "dense" in names:
+        kw["dense"] = choice.semantic_mode == "dense"
     if rest:
         if "params" not in names:
             raise CalibrationError(

@@ -45,6 +45,9 @@ class DecoderResult:
         Time spent decoding and scoring.
     skipped : str or None
         Why the decoder was not searched (e.g. the model has no ``affinity`` output).
+    semantic_mode : str or None
+        How the semantic output was used for the best score (``classes``/``dense``; None: the
+        decoder default).
     """
 
     params: dict[str, Any] | None = None
@@ -52,6 +55,7 @@ class DecoderResult:
     trials: int = 0
     seconds: float = 0.0
     skipped: str | None = None
+    semantic_mode: str | None = None
 
 
 @dataclass
@@ -197,6 +201,7 @@ def search_decoders(
     time_limit: float | None = None,
     offsets: Sequence[Sequence[int]] | None = None,
     semantic_mode: str | None = None,
+    semantic_modes: Sequence[str | None] | None = None,
 ) -> CalibrationResult:
     """Best decoder and parameters for ``samples`` by ``metric``.
 
@@ -215,6 +220,9 @@ def search_decoders(
     offsets, semantic_mode
         Passed to the decoders: the model's affinity offsets; how the semantic output is used
         (``classes``, ``dense`` or ``none``; None: the decoder default).
+    semantic_modes : sequence, optional
+        Search these semantic modes too (e.g. ``["classes", "dense"]``; overrides
+        ``semantic_mode``); the best one is stored with the decoder.
 
     Returns
     -------
@@ -235,10 +243,22 @@ def search_decoders(
     objective = get_objective(metric)
     cands = available_candidates(decoders)
     t0 = time.perf_counter()
-    per = {
-        name: _search_one(c, samples, objective, budget, time_limit, offsets, semantic_mode)
-        for name, c in cands.items()
-    }
+    modes = list(semantic_modes) if semantic_modes else [semantic_mode]
+    per: dict[str, DecoderResult] = {}
+    for name, c in cands.items():
+        for mode in modes:
+            r = _search_one(c, samples, objective, budget, time_limit, offsets, mode)
+            r.semantic_mode = mode
+            old = per.get(name)
+            if old is None or (
+                r.params is not None
+                and (old.params is None or objective.better(r.score, old.score))
+            ):
+                if old is not None:
+                    r.trials, r.seconds = r.trials + old.trials, r.seconds + old.seconds
+                per[name] = r
+            else:
+                old.trials, old.seconds = old.trials + r.trials, old.seconds + r.seconds
     ranked = [n for n, r in per.items() if r.params is not None]
     if not ranked:
         reasons = "; ".join(f"{n}: {r.skipped}" for n, r in per.items())
@@ -259,5 +279,5 @@ def search_decoders(
         samples=len(samples),
         voxels=int(sum(s.voxels for s in samples)),
         offsets=None if offsets is None else [list(map(int, o)) for o in offsets],
-        semantic_mode=semantic_mode,
+        semantic_mode=per[best].semantic_mode,
     )
