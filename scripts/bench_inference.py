@@ -181,14 +181,15 @@ def cluster_scaling(args) -> int:
             try:
                 before = set(client.scheduler_info()["workers"])
                 client.run(_warm_up)  # imports, not part of the job's time
-                cpu0 = sum(client.run(_cpu_seconds).values())
+                cpu0 = client.run(_cpu_seconds)
                 t0 = time.perf_counter()
                 res = segment_distributed(
                     client, predictor, source, window, dec, output=out, block_size=block,
                     overlap=overlap,
                 )  # fmt: skip
                 dt = time.perf_counter() - t0
-                cpu = sum(client.run(_cpu_seconds).values()) - cpu0
+                cpu1 = client.run(_cpu_seconds)
+                cpu = sorted(cpu1[w] - cpu0[w] for w in cpu1 if w in cpu0)
                 peaks = client.run(_worker_peak_rss_mb)
                 restarts = len(set(client.scheduler_info()["workers"]) - before)
             finally:
@@ -217,7 +218,8 @@ def cluster_scaling(args) -> int:
             limit=2 * limit,  # the network's activations: the tight limit is for the memory run
         )  # fmt: skip
         base = base or dt
-        print(f"| {n} | {dt:.1f} | {res.voxels / dt / 1e3:.0f} k | {base / dt:.2f} | {cpu / dt:.2f} | "
+        print(f"| {n} | {dt:.1f} | {res.voxels / dt / 1e3:.0f} k | {base / dt:.2f} | "
+              f"{' + '.join(f'{c / dt:.2f}' for c in cpu)} | "
               f"{', '.join(f'{p:.0f}' for p in peaks)} |", flush=True)  # fmt: skip
     big = dims(args.big)
     nvox = int(np.prod(big))
@@ -238,7 +240,7 @@ def cluster_scaling(args) -> int:
     )
     print(f"peak RSS per worker: {', '.join(f'{p:.0f} MiB' for p in peaks)} "
           f"(limit {limit / 2**20:.0f} MiB); worker restarts: {restarts}; "
-          f"worker CPU s / wall s {cpu / dt:.2f}")  # fmt: skip
+          f"worker CPU s / wall s {' + '.join(f'{c / dt:.2f}' for c in cpu)}")  # fmt: skip
     print(f"load average after: {os.getloadavg()}")
     import shutil
 
