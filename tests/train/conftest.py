@@ -163,12 +163,26 @@ def write_isbi2012(root: Path, n=12, size=64) -> Path:
     return root
 
 
+def write_volumes(root: Path, shape=(40, 48, 48)) -> Path:
+    """The layout configs/volumes.yaml names: one HDF5 file with raw and instance labels."""
+    import h5py
+
+    rng = np.random.default_rng(6)
+    root.mkdir(parents=True, exist_ok=True)
+    raw, ids = _blocky(shape, rng)
+    with h5py.File(root / "stack.h5", "w") as f:
+        f.create_dataset("raw", data=raw)
+        f.create_dataset("labels", data=ids.astype(np.uint64))
+    return root
+
+
 WRITERS = {
     "snemi3d": write_snemi3d,
     "cremi3d": write_cremi3d,
     "microns": write_microns,
     "mitoem2": write_mitoem2,
     "isbi2012": write_isbi2012,
+    "volumes": write_volumes,
 }
 
 
